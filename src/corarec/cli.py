@@ -49,6 +49,77 @@ def prepare(
 
 
 @app.command()
+def train(
+    method: str = typer.Option("cora", "--method", help="cora, tallrec, collm or icl"),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
+    out: Path = typer.Option(..., "--out", help="Run directory to write"),
+    cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA and CoLLM"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'paper' or a YAML file"),
+    rank: Optional[int] = typer.Option(None, "--rank", help="Rank r of the low-rank update (CoRA 16, TALLRec 8)"),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Scale alpha (update scaled by alpha/r)"),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Target modules, e.g. q,k,v,o or q,k,v,o,gate,up,down"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="'all', 'top:N' or a list '0,1,5'"),
+    queries: Optional[int] = typer.Option(None, "--queries", help="CoRA: learnable queries k of the generator"),
+    generator_depth: Optional[int] = typer.Option(None, "--generator-depth", help="CoRA: generator blocks N"),
+    cache_prefix: Optional[bool] = typer.Option(None, "--cache-prefix/--no-cache-prefix", help="CoRA: cache the frozen layers below the first injected one"),
+    fold_in_fraction: Optional[float] = typer.Option(None, "--fold-in-fraction", help="CoRA: share of training rows that use the CF fold-in user embedding"),
+    score_mode: Optional[str] = typer.Option(None, "--score-mode", help="'yes' (paper) or 'yes_minus_no'"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per step"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training rows"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Validations without improvement before stopping"),
+    max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples", help="Train on at most N rows (whole users)"),
+    max_eval_samples: Optional[int] = typer.Option(None, "--max-eval-samples", help="Validate on at most N rows (whole users)"),
+    init: Optional[Path] = typer.Option(None, "--init", help="Run whose weights initialise this one (CoLLM from TALLRec)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
+) -> None:
+    """Train an LLM method (CoRA by default) on a prepared dataset."""
+    from corarec.evaluation import format_metrics
+    from corarec.training import train as train_fn
+
+    metrics = train_fn(
+        method=method, data=data, out=out, cf=cf, llm=llm, preset=preset, resume=resume, init=init,
+        seed=seed, device=device, bf16=bf16,
+        method_settings=dict(rank=rank, alpha=alpha, targets=targets, layers=layers, queries=queries,
+                             generator_depth=generator_depth, cache_prefix=cache_prefix,
+                             fold_in_fraction=fold_in_fraction, score_mode=score_mode),
+        train_settings=dict(lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
+                            max_steps=max_steps, warmup_steps=warmup_steps, eval_every=eval_every,
+                            patience=patience, max_train_samples=max_train_samples,
+                            max_eval_samples=max_eval_samples),
+    )
+    if metrics.get("valid"):
+        typer.echo(format_metrics(metrics["valid"], f"best validation (step {metrics['best_step']}):"))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
+    split: str = typer.Option("test", "--split", help="train, valid or test"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Score at most N rows (whole users, seeded)"),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write per-row scores to this .csv/.parquet"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold)."""
+    from corarec.evaluation import evaluate as evaluate_fn, format_metrics
+
+    metrics = evaluate_fn(run=run, data=data, split=split, max_samples=max_samples,
+                          predictions=predictions, batch_size=batch_size, device=device)
+    typer.echo(format_metrics(metrics, f"{split} metrics of {run}:"))
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
 ) -> None:

@@ -1,0 +1,107 @@
+"""Batches for the LLM methods: rows of a split → tokenised prompts + CF inputs + labels.
+
+Every LLM method reads the same :class:`Batch`; a method takes what it needs (the prompt tokens,
+the CF ids and history, or both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from corarec.cf.base import CFBatch, history_tensor
+from corarec.data.prompts import build_prompt
+from corarec.data.schema import Dataset
+
+
+@dataclass
+class Batch:
+    """One batch of rows, ready for any LLM method."""
+
+    input_ids: torch.Tensor
+    """``[B, T]`` prompt token ids, left-padded (the answer slot is the last position)."""
+    attention_mask: torch.Tensor
+    """``[B, T]`` 1 for real tokens, 0 for padding."""
+    cf: CFBatch
+    """CF inputs: user ids ``[B]``, item ids ``[B]``, history ``[B, L]``."""
+    labels: torch.Tensor
+    """``[B]`` float 0/1 labels."""
+    prompts: list[str]
+    """The prompt texts (the prefix cache keys on their token ids)."""
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with every tensor on ``device``."""
+        cf = dataclasses.replace(self.cf, **{f.name: getattr(self.cf, f.name).to(device)
+                                            for f in dataclasses.fields(self.cf)})
+        return dataclasses.replace(self, input_ids=self.input_ids.to(device),
+                                   attention_mask=self.attention_mask.to(device),
+                                   cf=cf, labels=self.labels.to(device))
+
+
+class PromptBatcher:
+    """Turns rows of a prepared dataset into :class:`Batch` objects for one prompt template."""
+
+    def __init__(self, dataset: Dataset, tokenizer, template: str = "tallrec",
+                 max_history: int = 10, cf_history_len: int = 25):
+        self.titles = dataset.titles()
+        self.item_noun = dataset.item_noun
+        self.tokenizer = tokenizer
+        self.template = template
+        self.max_history = max_history
+        self.cf_history_len = cf_history_len
+
+    def prompt(self, history: list[int], item: int) -> str:
+        """The prompt text for one row (history = item ids, oldest first)."""
+        liked = [self.titles[i] for i in history[-self.max_history:]]
+        target = self.titles[item] if item >= 0 else "an unknown " + self.item_noun
+        return build_prompt(liked, target, self.item_noun, template=self.template, max_history=self.max_history)
+
+    def __call__(self, rows: pd.DataFrame) -> Batch:
+        histories = [list(h) for h in rows["history"]]
+        items = rows["item_id"].to_numpy()
+        prompts = [self.prompt(h, int(i)) for h, i in zip(histories, items)]
+        tokens = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        cf = CFBatch(
+            users=torch.as_tensor(rows["user_id"].to_numpy(), dtype=torch.long),     # [B]
+            items=torch.as_tensor(items, dtype=torch.long),                          # [B]
+            history=history_tensor(histories, self.cf_history_len),                  # [B, L]
+        )
+        labels = rows["label"].to_numpy() if "label" in rows else np.zeros(len(rows))
+        return Batch(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            cf=cf,
+            labels=torch.as_tensor(labels, dtype=torch.float32),
+            prompts=prompts,
+        )
+
+
+def subsample_users(rows: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """Deterministically keep whole users (in a seeded random order) until ``max_rows`` is reached.
+
+    Keeping whole users keeps UAUC meaningful. The result never exceeds ``max_rows`` unless a
+    single user has more rows than that (then that user alone is kept).
+    """
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    users = rows["user_id"].unique()
+    order = np.random.default_rng(seed).permutation(len(users))
+    counts = rows.groupby("user_id").size()
+    chosen, total = [], 0
+    for index in order:
+        user = users[index]
+        n = int(counts[user])
+        if total + n > max_rows and chosen:
+            continue
+        chosen.append(user)
+        total += n
+        if total >= max_rows:
+            break
+    return rows[rows["user_id"].isin(set(chosen))]

@@ -1,0 +1,106 @@
+"""Score the rows of a split with a method and report AUC / UAUC / GAUC (all, warm, cold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from corarec.data.batches import PromptBatcher, subsample_users
+from corarec.data.schema import SPLITS
+from corarec.errors import CorarecError
+from corarec.io import atomic_path, read_json, write_json
+from corarec.llm import autocast
+from corarec.methods.base import Method
+from corarec.metrics import metric_report, warm_mask
+
+
+@torch.no_grad()
+def score_rows(method: Method, batcher: PromptBatcher, rows: pd.DataFrame, device: torch.device,
+               batch_size: int = 16, bf16: bool = True, desc: str = "scoring") -> np.ndarray:
+    """Logits ``[N]`` for ``rows`` (in order), computed in batches with a progress bar."""
+    was_training = method.training
+    method.eval()
+    scores = np.empty(len(rows), dtype=np.float32)
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2):
+        batch = batcher(rows.iloc[start:start + batch_size]).to(device)
+        with autocast(device, enabled=bf16):
+            logits = method.score(batch)
+        scores[start:start + len(batch)] = logits.float().cpu().numpy()
+    method.train(was_training)
+    return scores
+
+
+def report(rows: pd.DataFrame, scores: np.ndarray, train: pd.DataFrame) -> dict:
+    """Metrics of ``scores`` on ``rows``: all / warm / cold parts (warm = user and item in train)."""
+    warm = warm_mask(rows, train)
+    return metric_report(rows["user_id"].to_numpy(), rows["label"].to_numpy(), scores, warm)
+
+
+def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
+             max_samples: int | None = None, predictions: str | Path | None = None,
+             batch_size: int | None = None, device: str | None = None) -> dict:
+    """Score a split with a trained run, print-ready metrics, saved into ``RUN/metrics.json``.
+
+    ``max_samples`` keeps whole users (seeded by the run's seed) so UAUC stays meaningful.
+    ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair.
+    """
+    from corarec.runs import METRICS, load_run
+
+    if split not in SPLITS:
+        raise CorarecError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+    loaded = load_run(run, data=data, device=device)
+    cfg = loaded.config
+    rows = subsample_users(loaded.dataset.splits[split], max_samples, cfg.seed)
+    scores = score_rows(loaded.method, loaded.batcher, rows, loaded.device,
+                        batch_size or cfg.train.eval_batch_size, cfg.bf16, desc=f"{split}")
+    metrics = report(rows, scores, loaded.dataset.train)
+    metrics["max_samples"] = max_samples
+
+    metrics_path = Path(run) / METRICS
+    saved = read_json(metrics_path) if metrics_path.is_file() else {}
+    saved[split] = metrics
+    write_json(metrics_path, saved)
+    if predictions is not None:
+        write_predictions(predictions, rows, scores, loaded.dataset)
+    return metrics
+
+
+def write_predictions(path: str | Path, rows: pd.DataFrame, scores: np.ndarray, dataset) -> None:
+    """Write scored rows (raw ids, label, logit, probability) to CSV or parquet, atomically."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise CorarecError(f"{path}: predictions must be a .csv or .parquet file")
+    users = dataset.users["user_raw"].to_numpy() if dataset.users is not None else rows["user_id"].to_numpy()
+    items = dataset.items["item_raw"].to_numpy() if "item_raw" in dataset.items else dataset.items["item_id"].to_numpy()
+    out = pd.DataFrame({
+        "user": users[rows["user_id"].to_numpy()],
+        "item": items[rows["item_id"].to_numpy()],
+        "label": rows["label"].to_numpy(),
+        "logit": scores,
+        "probability": 1.0 / (1.0 + np.exp(-scores.astype(np.float64))),
+    })
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            out.to_csv(tmp, index=False)
+        else:
+            out.to_parquet(tmp, index=False)
+
+
+def format_metrics(metrics: dict, title: str = "") -> str:
+    """A small aligned table of the all / warm / cold metrics."""
+    lines = [title] if title else []
+    lines.append(f"{'part':<6} {'rows':>7} {'users':>6} {'AUC':>7} {'UAUC':>7} {'GAUC':>7}")
+    for part in ("all", "warm", "cold"):
+        m = metrics.get(part) or {}
+        lines.append(f"{part:<6} {m.get('rows', 0):>7} {m.get('users', 0):>6} "
+                     f"{_fmt(m.get('auc'))} {_fmt(m.get('uauc'))} {_fmt(m.get('gauc'))}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:>7.4f}" if isinstance(value, (int, float)) and value == value else f"{'-':>7}"

@@ -1,0 +1,41 @@
+"""LLM methods behind one interface (:class:`~corarec.methods.base.Method`).
+
+``cora`` is the paper's method; ``icl``, ``tallrec`` and ``collm`` are its baselines. Each method
+has a config dataclass (its settings, paper defaults) and is built from the frozen LLM, the
+prepared dataset and, where it uses one, the frozen CF model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from corarec.errors import CorarecError
+from corarec.methods.base import Method
+
+# name → (module, config class, method class)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "cora": ("corarec.methods.cora", "CoRAConfig", "CoRA"),
+}
+
+
+def method_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def method_classes(name: str) -> tuple[type, type]:
+    """(config dataclass, method class) of a method name."""
+    if name not in REGISTRY:
+        raise CorarecError(f"unknown method '{name}' (known: {', '.join(method_names())})")
+    module_name, config_name, class_name = REGISTRY[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, config_name), getattr(module, class_name)
+
+
+def uses_cf(name: str) -> bool:
+    """Whether the method reads a CF model."""
+    _, cls = method_classes(name)
+    return bool(getattr(cls, "uses_cf", False))
+
+
+__all__ = ["Method", "REGISTRY", "method_names", "method_classes", "uses_cf"]

@@ -1,0 +1,103 @@
+"""Run directories: build a method from its config, load a trained run.
+
+A run directory holds::
+
+    config.json          RunConfig: method, data, CF run, LLM id, all settings, seed
+    model.safetensors    the best trained weights (generator + P for CoRA; nothing of the LLM)
+    metrics.json         validation curve, best valid AUC, and any evaluated splits
+    checkpoint/          the last training state (weights, optimizer, RNG, position) for --resume
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from corarec.config import RunConfig, apply_fields, run_config_from_dict
+from corarec.data.batches import PromptBatcher
+from corarec.data.schema import Dataset, read_dataset
+from corarec.errors import CorarecError
+from corarec.io import load_tensors, read_json
+from corarec.methods import Method, method_classes, uses_cf
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"
+
+
+@dataclass
+class LoadedRun:
+    """A method ready to score rows, with the dataset and prompt batcher it reads."""
+
+    config: RunConfig
+    method: Method
+    dataset: Dataset
+    batcher: PromptBatcher
+    device: torch.device
+    root: Path | None = None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CorarecError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
+    """Build the (untrained) method that ``config`` describes."""
+    from corarec.llm import load_llm
+
+    dataset = dataset or read_dataset(config.data)
+    device = resolve_device(config.device)
+    config_cls, method_cls = method_classes(config.method)
+    method_cfg = apply_fields(config_cls(), config.method_config, f"{config.method} settings")
+    llm = load_llm(config.llm, device=str(device))
+    torch.manual_seed(config.seed)
+    if uses_cf(config.method):
+        if not config.cf:
+            raise CorarecError(f"method '{config.method}' needs a CF run: pass --cf RUN (from `corarec train-cf`)")
+        from corarec.cf import load_cf
+
+        cf = load_cf(config.cf, dataset)
+        method = method_cls(method_cfg, llm=llm, cf=cf)
+    else:
+        method = method_cls(method_cfg, llm=llm)
+    method.to(device)
+    batcher = PromptBatcher(dataset, llm.tokenizer, template=method.template)
+    return LoadedRun(config=config, method=method, dataset=dataset, batcher=batcher, device=device)
+
+
+def read_run_config(run: str | Path) -> RunConfig:
+    """Read ``RUN/config.json`` with a clear error when it is not a run directory."""
+    root = Path(run)
+    if not (root / CONFIG).is_file():
+        raise CorarecError(f"{root}: not a run directory (no {CONFIG}); train one with `corarec train`")
+    return run_config_from_dict(read_json(root / CONFIG))
+
+
+def load_run(run: str | Path, data: str | Path | None = None, device: str | None = None) -> LoadedRun:
+    """Load a trained run: its method with the best weights, its dataset and batcher.
+
+    ``data`` overrides the dataset directory recorded in the run (e.g. after moving it).
+    """
+    root = Path(run)
+    config = read_run_config(root)
+    if data is not None:
+        config.data = str(data)
+    if device is not None:
+        config.device = device
+    loaded = build_run(config)
+    weights = root / WEIGHTS
+    if loaded.method.trains:
+        if not weights.is_file():
+            raise CorarecError(f"{weights}: no trained weights yet (training did not reach a validation)")
+        state = load_tensors(weights)
+        loaded.method.load_trainable_state_dict({k: v.to(loaded.device) for k, v in state.items()}, source=str(weights))
+    loaded.method.eval()
+    loaded.root = root
+    return loaded

@@ -1,0 +1,269 @@
+"""One training loop for every LLM method.
+
+AdamW on the method's trainable weights only (the LLM and the CF model stay frozen), linear
+warm-up then cosine decay, gradient clipping, BCE-with-logits on the method's score, validation
+AUC every ``eval_every`` steps, the best weights kept, early stopping with patience, and a
+checkpoint after every validation so that ``--resume`` continues an interrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from corarec.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
+from corarec.data.batches import subsample_users
+from corarec.errors import CorarecError
+from corarec.evaluation import report, score_rows
+from corarec.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
+from corarec.llm import autocast
+from corarec.methods import method_classes
+from corarec.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved with every checkpoint."""
+
+    step: int = 0
+    best_valid_auc: float = -1.0
+    best_step: int = -1
+    evals_without_improvement: int = 0
+    train_seconds: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    best_valid: dict[str, Any] | None = None
+    stopped_early: bool = False
+
+
+def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
+          llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
+          seed: int | None = None, device: str | None = None, bf16: bool | None = None,
+          method_settings: dict[str, Any] | None = None, train_settings: dict[str, Any] | None = None) -> dict:
+    """Train an LLM method and write its run directory; returns the run's metrics.
+
+    Settings resolve as: the paper's defaults < ``preset`` (bundled 'cpu'/'paper' or a YAML path)
+    < ``method_settings`` / ``train_settings`` (None values are ignored). With ``resume`` the run in
+    ``out`` continues from its last checkpoint with the settings saved in its ``config.json``.
+    """
+    out = Path(out)
+    if resume:
+        config = read_run_config(out)
+    else:
+        if (out / CONFIG).exists():
+            raise CorarecError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16,
+                                method_settings or {}, train_settings or {})
+    return fit(config, resume=resume)
+
+
+def resolve_config(method: str, data, out, cf, llm, preset, init, seed, device, bf16,
+                   method_settings: dict[str, Any], train_settings: dict[str, Any]) -> RunConfig:
+    """Combine defaults, a preset and explicit settings into a validated :class:`RunConfig`."""
+    if not data:
+        raise CorarecError("--data is required (a directory written by `corarec prepare`)")
+    config_cls, _ = method_classes(method)
+    sections = load_preset(preset) if preset else {}
+    run_section = dict(sections.get("run") or {})
+    explicit = {"llm": llm, "seed": seed, "device": device, "bf16": bf16}
+    run_section.update({k: v for k, v in explicit.items() if v is not None})
+    train_cfg = apply_fields(TrainConfig(), sections.get("train") or {}, f"preset {preset} train")
+    train_cfg = apply_fields(train_cfg, _given(train_settings), "training settings")
+    method_values = dict(sections.get(method) or {})
+    method_values.update(_given(method_settings))
+    method_cfg = apply_fields(config_cls(), method_values, f"{method} settings")  # validates names
+    return RunConfig(method=method, data=str(data), out=str(out), cf=str(cf) if cf else None,
+                     init=str(init) if init else None, train=train_cfg, method_config=to_dict(method_cfg),
+                     preset=preset, **run_section)
+
+
+def fit(config: RunConfig, resume: bool = False) -> dict:
+    """Run the training loop that ``config`` describes (see the module docstring)."""
+    out = Path(config.out)
+    seed_everything(config.seed)
+    run = build_run(config)
+    tc = config.train
+    if config.init:
+        load_init(run, Path(config.init))
+
+    train_rows = subsample_users(run.dataset.train, tc.max_train_samples, config.seed).reset_index(drop=True)
+    valid_rows = subsample_users(run.dataset.valid, tc.max_eval_samples, config.seed)
+    steps_per_epoch = math.ceil(len(train_rows) / tc.batch_size)
+    total_steps = steps_per_epoch * tc.epochs
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, to_dict(config))
+    state = TrainState()
+    if not run.method.trains or total_steps == 0:
+        return finish_without_training(run, valid_rows, out)
+
+    optimizer = torch.optim.AdamW(run.method.trainable_parameters(), lr=tc.lr, betas=tc.betas,
+                                  weight_decay=tc.weight_decay)
+    if resume:
+        state = load_checkpoint(out / CHECKPOINT, run, optimizer)
+
+    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {config.method}", unit="step")
+    running_loss, losses_since_eval = None, []
+    started = time.perf_counter() - state.train_seconds
+    while state.step < total_steps and not state.stopped_early:
+        epoch, position = divmod(state.step, steps_per_epoch)
+        order = np.random.default_rng(config.seed + epoch).permutation(len(train_rows))
+        rows = train_rows.iloc[order[position * tc.batch_size:(position + 1) * tc.batch_size]]
+        batch = run.batcher(rows).to(run.device)
+
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(state.step, total_steps, tc)
+        run.method.train()
+        with autocast(run.device, enabled=config.bf16):
+            logits = run.method.score(batch)                                   # [B]
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.method.trainable_parameters(), tc.grad_clip)
+        optimizer.step()
+        state.step += 1
+
+        value = loss.item()
+        if not math.isfinite(value):
+            raise CorarecError(f"training diverged at step {state.step} (loss {value}); lower --lr")
+        losses_since_eval.append(value)
+        running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
+        progress.update(1)
+        progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
+
+        if state.step % tc.eval_every == 0 or state.step == total_steps:
+            state.train_seconds = time.perf_counter() - started
+            validate(run, valid_rows, state, losses_since_eval, out, optimizer)
+            losses_since_eval = []
+            progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
+    progress.close()
+    return write_metrics(out, state, run)
+
+
+def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer) -> None:
+    """Score the validation rows, keep the best weights, checkpoint, update early stopping."""
+    tc = run.config.train
+    scores = score_rows(run.method, run.batcher, valid_rows, run.device, tc.eval_batch_size,
+                        run.config.bf16, desc="validate")
+    metrics = report(valid_rows, scores, run.dataset.train)
+    auc = metrics["all"]["auc"]
+    state.curve.append({"step": state.step, "valid_auc": auc, "train_loss": float(np.mean(losses)) if losses else None,
+                        "seconds": round(state.train_seconds, 1)})
+    if auc is not None and auc > state.best_valid_auc:
+        state.best_valid_auc, state.best_step, state.best_valid = auc, state.step, metrics
+        state.evals_without_improvement = 0
+        save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
+    else:
+        state.evals_without_improvement += 1
+        if state.evals_without_improvement >= tc.patience:
+            state.stopped_early = True
+    save_checkpoint(out / CHECKPOINT, run, optimizer, state)
+    write_metrics(out, state, run)
+
+
+def learning_rate(step: int, total_steps: int, tc: TrainConfig) -> float:
+    """Linear warm-up from ``warmup_start_lr`` to ``lr``, then cosine decay to 0 at ``total_steps``."""
+    if step < tc.warmup_steps:
+        return tc.warmup_start_lr + (tc.lr - tc.warmup_start_lr) * step / tc.warmup_steps
+    decay_steps = max(1, total_steps - tc.warmup_steps)
+    progress = min(1.0, (step - tc.warmup_steps) / decay_steps)
+    return tc.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
+    """Write the training part of ``metrics.json`` (keeping any evaluated splits)."""
+    path = out / METRICS
+    metrics = read_json(path) if path.is_file() else {}
+    metrics.update({
+        "method": run.config.method,
+        "best_valid_auc": state.best_valid_auc if state.best_step >= 0 else None,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(state.train_seconds, 1),
+        "trainable_parameters": run.method.n_trainable(),
+        "valid": state.best_valid,
+        "valid_curve": state.curve,
+    })
+    write_json(path, metrics)
+    return metrics
+
+
+def finish_without_training(run: LoadedRun, valid_rows, out: Path) -> dict:
+    """Evaluation-only methods (ICL): score validation once and write the run directory."""
+    state = TrainState()
+    scores = score_rows(run.method, run.batcher, valid_rows, run.device, run.config.train.eval_batch_size,
+                        run.config.bf16, desc="validate")
+    state.best_valid = report(valid_rows, scores, run.dataset.train)
+    state.best_valid_auc, state.best_step = state.best_valid["all"]["auc"], 0
+    state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "train_loss": None, "seconds": 0.0})
+    save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
+    return write_metrics(out, state, run)
+
+
+def load_init(run: LoadedRun, init: Path) -> None:
+    """Initialise from another run's weights: every tensor whose name and shape match is copied."""
+    state = load_tensors(init / WEIGHTS)
+    own = run.method.trainable_state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CorarecError(f"{init / WEIGHTS}: no weight matches this {run.config.method} model; wrong --init run?")
+    own.update(matched)
+    run.method.load_trainable_state_dict({k: v.to(run.device) for k, v in own.items()}, source=str(init / WEIGHTS))
+
+
+# ---- checkpoints (safetensors + JSON; no pickles) -------------------------------------------------
+
+def save_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    """Weights, optimizer moments, RNG state and the loop position, written atomically."""
+    tensors = {f"optimizer.{index}.{name}": value
+               for index, moments in optimizer.state_dict()["state"].items()
+               for name, value in moments.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    with atomic_dir(path) as tmp:
+        save_tensors(tmp / "trainable.safetensors", run.method.trainable_state_dict())
+        save_tensors(tmp / "optimizer.safetensors", tensors)
+        write_json(tmp / "state.json", asdict(state))
+
+
+def load_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer) -> TrainState:
+    """Restore what :func:`save_checkpoint` wrote."""
+    if not (path / "state.json").is_file():
+        raise CorarecError(f"{path}: no checkpoint to resume from (training never reached a validation)")
+    weights = load_tensors(path / "trainable.safetensors")
+    run.method.load_trainable_state_dict({k: v.to(run.device) for k, v in weights.items()}, source=str(path))
+    tensors = load_tensors(path / "optimizer.safetensors")
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        moments.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": moments, "param_groups": optimizer.state_dict()["param_groups"]})
+    return TrainState(**read_json(path / "state.json"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _last_auc(state: TrainState) -> str:
+    return f"{state.curve[-1]['valid_auc']:.4f}" if state.curve and state.curve[-1]["valid_auc"] is not None else "-"
