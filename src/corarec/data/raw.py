@@ -1,0 +1,118 @@
+"""What every dataset loader returns, and careful readers for raw text files.
+
+A loader (:mod:`~corarec.data.movielens`, :mod:`~corarec.data.amazon`, :mod:`~corarec.data.custom`)
+reads the user's files, applies its protocol (filters, label, split) and returns a :class:`RawData`
+that still uses the original ids; :func:`corarec.data.prepare.to_dataset` turns it into the prepared
+format. The readers here raise :class:`~corarec.errors.CorarecError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from corarec.errors import CorarecError
+
+
+@dataclass
+class RawData:
+    """Interactions with original ids, already labelled and split."""
+
+    name: str
+    """Dataset name written to ``dataset.json``."""
+    item_noun: str
+    """Noun used in prompts (``movie``, ``book``, ...)."""
+    rows: pd.DataFrame
+    """``user_raw`` (str), ``item_raw`` (str), ``label`` (0/1), ``timestamp`` (int seconds),
+    ``split`` (``train``/``valid``/``test``), in file order; rows outside every split are already dropped."""
+    titles: dict[str, str]
+    """Original item id → title, for every item in ``rows`` (more are allowed and ignored)."""
+    protocol: dict[str, Any] = field(default_factory=dict)
+    """The options that produced the rows (recorded in ``dataset.json``)."""
+    split_rules: dict[str, str] = field(default_factory=dict)
+    """Human-readable rule of each split, used in the error for an empty split."""
+    source: str = ""
+    """The file(s) the rows came from, for error messages."""
+
+
+def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
+    """Open a text file, transparently gunzipping ``*.gz``; a missing file is a :class:`CorarecError`."""
+    if not path.is_file():
+        raise CorarecError(f"{path}: file not found")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
+
+
+def numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` (1-based, newline stripped), skipping blank lines."""
+    try:
+        with open_text(path, encoding) as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield number, line
+    except UnicodeDecodeError as e:
+        raise CorarecError(f"{path}: not valid {encoding} text ({e.reason} at byte {e.start})") from None
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise CorarecError(f"{path}: file not found") from None
+        raise CorarecError(f"{path}: cannot read ({e})") from None
+
+
+def read_delimited(
+    path: Path, sep: str, n_fields: int, encoding: str = "utf-8", header: bool = False
+) -> tuple[list[str] | None, list[list[str]], list[int]]:
+    """Split every line of ``path`` on ``sep`` into exactly ``n_fields`` strings.
+
+    Returns ``(header_fields or None, rows, line_numbers)``. A line with another number of fields
+    raises an error naming the file and the line.
+    """
+    head: list[str] | None = None
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for number, line in numbered_lines(path, encoding):
+        fields = line.split(sep)
+        if head is None and header:
+            head = fields
+            if len(head) != n_fields:
+                raise CorarecError(f"{path}:{number}: header has {len(head)} fields, expected {n_fields}")
+            continue
+        if len(fields) != n_fields:
+            raise CorarecError(
+                f"{path}:{number}: malformed line: expected {n_fields} fields separated by {sep!r}, got {len(fields)}"
+            )
+        rows.append(fields)
+        numbers.append(number)
+    if header and head is None:
+        raise CorarecError(f"{path}: file is empty (expected a header line)")
+    return head, rows, numbers
+
+
+def parse_numbers(values: Sequence[str], path: Path, lines: Sequence[int], what: str, integer: bool) -> np.ndarray:
+    """Convert strings to int64 (``integer``) or float64; the first bad value is reported with its line."""
+    array = pd.to_numeric(pd.Series(values, dtype=object).str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(array)
+    if integer:
+        bad |= array != np.round(array)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        kind = "an integer" if integer else "a number"
+        raise CorarecError(f"{path}:{lines[i]}: {what} must be {kind}, got {values[i]!r}")
+    return array.astype(np.int64) if integer else array
+
+
+def natural_order(raw_ids: Sequence[str]) -> list[str]:
+    """Distinct ids sorted numerically when all are integers, else as strings (a stable id order)."""
+    unique = pd.unique(pd.Series(list(raw_ids), dtype=object))
+    numeric = pd.to_numeric(pd.Series(unique), errors="coerce")
+    if numeric.notna().all() and (numeric == numeric.round()).all():
+        order = np.argsort(numeric.to_numpy(dtype=np.float64), kind="stable")
+        return [str(unique[i]) for i in order]
+    return sorted(str(u) for u in unique)
