@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from corarec.data.batches import PromptBatcher, subsample_users
+from corarec.data.batches import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
 from corarec.io import atomic_path, read_json, write_json
-from corarec.llm import autocast
-from corarec.methods.base import Method
 from corarec.metrics import metric_report, warm_mask
+
+if TYPE_CHECKING:
+    from corarec.runs import LoadedRun
 
 
 @torch.no_grad()
-def score_rows(method: Method, batcher: PromptBatcher, rows: pd.DataFrame, device: torch.device,
-               batch_size: int = 16, bf16: bool = True, desc: str = "scoring") -> np.ndarray:
-    """Logits ``[N]`` for ``rows`` (in order), computed in batches with a progress bar."""
+def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = None,
+               desc: str = "scoring") -> np.ndarray:
+    """Logits ``[N]`` of ``run``'s method for ``rows`` (in order), in batches with a progress bar."""
+    method = run.method
+    batch_size = batch_size or run.config.train.eval_batch_size
     was_training = method.training
     method.eval()
     scores = np.empty(len(rows), dtype=np.float32)
     starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2):
-        batch = batcher(rows.iloc[start:start + batch_size]).to(device)
-        with autocast(device, enabled=bf16):
-            logits = method.score(batch)
+        batch = run.batcher(rows.iloc[start:start + batch_size]).to(run.device)
+        with run.llm.autocast():
+            logits = method.score(batch)                                       # [b]
         scores[start:start + len(batch)] = logits.float().cpu().numpy()
     method.train(was_training)
     return scores
@@ -56,8 +60,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     loaded = load_run(run, data=data, device=device)
     cfg = loaded.config
     rows = subsample_users(loaded.dataset.splits[split], max_samples, cfg.seed)
-    scores = score_rows(loaded.method, loaded.batcher, rows, loaded.device,
-                        batch_size or cfg.train.eval_batch_size, cfg.bf16, desc=f"{split}")
+    scores = score_rows(loaded, rows, batch_size, desc=split)
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
 

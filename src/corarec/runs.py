@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from corarec.data.schema import Dataset, read_dataset
 from corarec.errors import CorarecError
 from corarec.io import load_tensors, read_json
 from corarec.methods import Method, method_classes, uses_cf
+
+if TYPE_CHECKING:
+    from corarec.llm import LLM
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -35,6 +39,7 @@ class LoadedRun:
     method: Method
     dataset: Dataset
     batcher: PromptBatcher
+    llm: "LLM"
     device: torch.device
     root: Path | None = None
 
@@ -56,7 +61,7 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
     device = resolve_device(config.device)
     config_cls, method_cls = method_classes(config.method)
     method_cfg = apply_fields(config_cls(), config.method_config, f"{config.method} settings")
-    llm = load_llm(config.llm, device=str(device))
+    llm = load_llm(config.llm, device=str(device), autocast=config.bf16)
     torch.manual_seed(config.seed)
     if uses_cf(config.method):
         if not config.cf:
@@ -69,7 +74,13 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
         method = method_cls(method_cfg, llm=llm)
     method.to(device)
     batcher = PromptBatcher(dataset, llm.tokenizer, template=method.template)
-    return LoadedRun(config=config, method=method, dataset=dataset, batcher=batcher, device=device)
+    return LoadedRun(config=config, method=method, dataset=dataset, batcher=batcher, llm=llm, device=device)
+
+
+def is_finished(run: str | Path) -> bool:
+    """Whether ``run`` holds a completed training (its metrics say so)."""
+    path = Path(run) / METRICS
+    return path.is_file() and bool(read_json(path).get("finished"))
 
 
 def read_run_config(run: str | Path) -> RunConfig:

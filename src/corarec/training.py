@@ -25,7 +25,6 @@ from corarec.data.batches import subsample_users
 from corarec.errors import CorarecError
 from corarec.evaluation import report, score_rows
 from corarec.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
-from corarec.llm import autocast
 from corarec.methods import method_classes
 from corarec.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config
 
@@ -44,6 +43,7 @@ class TrainState:
     curve: list[dict[str, Any]] = field(default_factory=list)
     best_valid: dict[str, Any] | None = None
     stopped_early: bool = False
+    finished: bool = False
 
 
 def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
@@ -126,7 +126,7 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state.step, total_steps, tc)
         run.method.train()
-        with autocast(run.device, enabled=config.bf16):
+        with run.llm.autocast():
             logits = run.method.score(batch)                                   # [B]
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
@@ -150,14 +150,14 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
             losses_since_eval = []
             progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
     progress.close()
+    state.finished = True
     return write_metrics(out, state, run)
 
 
 def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer) -> None:
     """Score the validation rows, keep the best weights, checkpoint, update early stopping."""
     tc = run.config.train
-    scores = score_rows(run.method, run.batcher, valid_rows, run.device, tc.eval_batch_size,
-                        run.config.bf16, desc="validate")
+    scores = score_rows(run, valid_rows, desc="validate")
     metrics = report(valid_rows, scores, run.dataset.train)
     auc = metrics["all"]["auc"]
     state.curve.append({"step": state.step, "valid_auc": auc, "train_loss": float(np.mean(losses)) if losses else None,
@@ -193,6 +193,7 @@ def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
         "best_step": state.best_step,
         "steps": state.step,
         "stopped_early": state.stopped_early,
+        "finished": state.finished,
         "train_seconds": round(state.train_seconds, 1),
         "trainable_parameters": run.method.n_trainable(),
         "valid": state.best_valid,
@@ -205,10 +206,10 @@ def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
 def finish_without_training(run: LoadedRun, valid_rows, out: Path) -> dict:
     """Evaluation-only methods (ICL): score validation once and write the run directory."""
     state = TrainState()
-    scores = score_rows(run.method, run.batcher, valid_rows, run.device, run.config.train.eval_batch_size,
-                        run.config.bf16, desc="validate")
+    scores = score_rows(run, valid_rows, desc="validate")
     state.best_valid = report(valid_rows, scores, run.dataset.train)
     state.best_valid_auc, state.best_step = state.best_valid["all"]["auc"], 0
+    state.finished = True
     state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "train_loss": None, "seconds": 0.0})
     save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
     return write_metrics(out, state, run)

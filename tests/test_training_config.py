@@ -1,0 +1,58 @@
+"""The training loop's pure parts: schedule, subsampling, config resolution, optimizer checkpoints."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from corarec.config import TrainConfig, apply_fields, load_preset, run_config_from_dict, to_dict
+from corarec.data.batches import subsample_users
+from corarec.errors import CorarecError
+from corarec.training import learning_rate
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
+    tc = TrainConfig(lr=1e-3, warmup_steps=10, warmup_start_lr=1e-5)
+    assert learning_rate(0, 110, tc) == pytest.approx(1e-5)
+    assert learning_rate(5, 110, tc) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)
+    assert learning_rate(10, 110, tc) == pytest.approx(1e-3)
+    assert learning_rate(60, 110, tc) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert learning_rate(110, 110, tc) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_subsample_keeps_whole_users_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"user_id": rng.integers(0, 50, 1000), "item_id": rng.integers(0, 9, 1000)})
+    a = subsample_users(rows, 200, seed=3)
+    b = subsample_users(rows, 200, seed=3)
+    c = subsample_users(rows, 200, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+    assert len(a) <= 200
+    for user in a["user_id"].unique():  # every kept user keeps all of its rows
+        assert (a["user_id"] == user).sum() == (rows["user_id"] == user).sum()
+    assert subsample_users(rows, None, 0) is rows
+
+
+def test_presets_load_and_unknown_settings_are_clear_errors(tmp_path):
+    cpu = load_preset("cpu")
+    assert apply_fields(TrainConfig(), cpu["train"], "cpu").batch_size == cpu["train"]["batch_size"]
+    with pytest.raises(CorarecError, match="unknown preset 'nope'"):
+        load_preset("nope")
+    with pytest.raises(CorarecError, match="unknown setting"):
+        apply_fields(TrainConfig(), {"learning_rate": 1.0}, "test")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(CorarecError, match="malformed YAML"):
+        load_preset(str(bad))
+
+
+def test_run_config_round_trips_through_json():
+    from corarec.config import RunConfig
+
+    config = RunConfig(method="cora", data="d", out="o", cf="c", train=TrainConfig(lr=5e-4, betas=(0.8, 0.9)),
+                       method_config={"rank": 4})
+    back = run_config_from_dict(to_dict(config))
+    assert back == config
