@@ -81,3 +81,20 @@ def test_format_stats_table(prepared):
     assert lines[0] == "ml-100k: 943 users, 1,682 items"
     assert "66,994" in table and "10,991" in table and "22,015" in table and "100,000" in table
     assert len({len(line) for line in lines[1:4]}) == 1  # aligned columns
+
+
+def test_grouplens_u_data_format(tmp_path):
+    """``--raw`` may point at the original GroupLens ml-100k folder (u.data tab-separated, u.item '|' latin-1)."""
+    raw = tmp_path / "ml-100k"
+    raw.mkdir()
+    # 1997-09-30 23:59:59 UTC (train), 1998-02-01 00:00:00 (valid), 1998-03-01 00:00:00 (test), 1998-05-01 (dropped)
+    rows = [(5, 2, 4, 875663999), (5, 1, 3, 886291200), (7, 2, 5, 888710400), (7, 1, 5, 893980800)]
+    (raw / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    flags = "|".join(["0"] * 19)
+    items = [f"1|Misérables, Les (1995)|01-Jan-1995||http://x|{flags}", f"2|GoldenEye (1995)|01-Jan-1995||http://y|{flags}"]
+    (raw / "u.item").write_bytes(("\n".join(items) + "\n").encode("latin-1"))
+    ds = prepare("ml-100k", out=tmp_path / "ds", raw=raw)
+    assert [len(ds.splits[s]) for s in ("train", "valid", "test")] == [1, 1, 1]
+    assert ds.items["title"].tolist() == ["Misérables, Les (1995)", "GoldenEye (1995)"]
+    assert ds.train["label"].tolist() == [1] and ds.valid["label"].tolist() == [0]
+    assert ds.test["history"].tolist() == [[]]  # user 7's test row; the month-5 row was dropped
