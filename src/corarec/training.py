@@ -166,6 +166,7 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float],
         state.best_valid_auc, state.best_step, state.best_valid = auc, state.step, metrics
         state.evals_without_improvement = 0
         save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
+        run.method.save_extra(out)
     else:
         state.evals_without_improvement += 1
         if state.evals_without_improvement >= tc.patience:

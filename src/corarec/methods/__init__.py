@@ -16,6 +16,9 @@ from corarec.methods.base import Method
 # name → (module, config class, method class)
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "cora": ("corarec.methods.cora", "CoRAConfig", "CoRA"),
+    "icl": ("corarec.methods.icl", "ICLConfig", "ICL"),
+    "tallrec": ("corarec.methods.tallrec", "TallRecConfig", "TallRec"),
+    "collm": ("corarec.methods.collm", "CoLLMConfig", "CoLLM"),
 }
 
 

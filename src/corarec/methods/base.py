@@ -54,5 +54,9 @@ class Method(nn.Module):
                                        f"this model expects {tuple(params[key].shape)}")
                 params[key].copy_(value)
 
+    def save_extra(self, run_dir) -> None:
+        """Write extra artefacts of the current (best) weights into the run directory, next to
+        ``model.safetensors`` — e.g. a peft adapter in peft's own format. Default: nothing."""
+
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())

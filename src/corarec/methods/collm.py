@@ -1,0 +1,149 @@
+"""CoLLM: CF embeddings mapped into the token-embedding space and spliced into the prompt.
+
+CoLLM's prompt (:data:`corarec.data.prompts.TEMPLATES` ``"collm"``) holds two placeholders,
+``<UserID>`` and ``<TargetItemID>``. A two-layer MLP (Linear → ReLU → Linear, hidden size
+``hidden_factor`` × CF dim, shared by users and items) maps the frozen CF model's user and target-item
+embeddings to vectors of the LLM's hidden size, which replace the input embeddings at those two
+positions. A peft LoRA on the LLM (the same as TALLRec's) reads the result.
+
+How the placeholders are found: they are added to the tokenizer as special tokens, so the tokenizer
+never splits or merges them with their neighbours — each is exactly one token, whatever the
+surrounding text. Their ids lie past the LLM's embedding table (the table is *not* resized: the LLM
+stays untouched); the rows are looked up with the pad id there and then overwritten. A row that does
+not hold exactly one of each placeholder is an error.
+
+Training follows CoLLM's two steps: stage 1 is a TALLRec run; stage 2 is ``corarec train --method
+collm --init TALLREC_RUN --cf CF_RUN``, which copies the LoRA from stage 1 and trains the mapping
+together with the LoRA (``train_lora``; ``false`` keeps the stage-1 LoRA frozen, as in CoLLM's own
+two-step tuning). Without ``--init`` the LoRA starts at zero and is learned jointly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from corarec.data.prompts import ITEM_TOKEN, USER_TOKEN
+from corarec.errors import CorarecError
+from corarec.llm import SCORE_MODES, answer_logits, answer_score
+from corarec.methods.base import Method
+from corarec.methods.peft_lora import attach_lora, save_adapter
+
+
+@dataclass
+class CoLLMConfig:
+    """Settings of CoLLM (defaults: the CoLLM paper; the LoRA as TALLRec's)."""
+
+    rank: int = 8
+    """LoRA rank r."""
+    alpha: float = 16.0
+    """LoRA scale: the update is multiplied by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch's input during training."""
+    targets: str = "q,v"
+    """Modules that get a LoRA: short names (q, k, v, o, gate, up, down) or module-name suffixes."""
+    layers: str = "all"
+    """Decoder layers that get a LoRA: 'all', 'top:N' or a list '0,1,5'."""
+    hidden_factor: int = 10
+    """Hidden width of the mapping MLP, in multiples of the CF embedding size."""
+    train_lora: bool = True
+    """Stage 2 trains the LoRA with the mapping (True) or keeps the stage-1 LoRA frozen (False)."""
+    fold_in_fraction: float = 0.0
+    """Share of training rows that use the CF model's fold-in (cold-start) user embedding."""
+    score_mode: str = "yes"
+    """'yes': the logit of " Yes" (the paper); 'yes_minus_no': logit(Yes) − logit(No)."""
+
+
+class CoLLM(Method):
+    """Frozen LLM + LoRA, with mapped CF embeddings at the placeholder tokens of the CoLLM prompt."""
+
+    name = "collm"
+    template = "collm"
+    uses_cf = True
+
+    def __init__(self, cfg: CoLLMConfig, llm, cf):
+        super().__init__()
+        if cfg.score_mode not in SCORE_MODES:
+            raise CorarecError(f"collm score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
+        if cfg.hidden_factor < 1:
+            raise CorarecError(f"collm hidden_factor must be at least 1, got {cfg.hidden_factor}")
+        if not 0.0 <= cfg.fold_in_fraction <= 1.0:
+            raise CorarecError(f"collm fold_in_fraction must lie in [0, 1], got {cfg.fold_in_fraction}")
+        self.cfg = cfg
+        self.llm = llm
+        self.cf = cf.eval().requires_grad_(False)  # frozen CF model
+        self.peft = attach_lora(llm, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.layers)
+        if not cfg.train_lora:
+            for name, param in self.peft.named_parameters():
+                if "lora_" in name:
+                    param.requires_grad_(False)
+        c, d = cf.dim, llm.hidden_size
+        self.mapping = nn.Sequential(                      # CoLLM's "CIE" mapping, shared by users and items
+            nn.Linear(c, cfg.hidden_factor * c),           # [.., c] → [.., 10c]
+            nn.ReLU(),
+            nn.Linear(cfg.hidden_factor * c, d),           # [.., 10c] → [.., d]
+        )
+        self.mapping.to(llm.device)
+
+        tokenizer = llm.tokenizer
+        new = [t for t in (USER_TOKEN, ITEM_TOKEN) if t not in tokenizer.get_vocab()]
+        if new:
+            tokenizer.add_tokens(new, special_tokens=True)
+        self.user_token_id = int(tokenizer.convert_tokens_to_ids(USER_TOKEN))
+        self.item_token_id = int(tokenizer.convert_tokens_to_ids(ITEM_TOKEN))
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    def train(self, mode: bool = True) -> "CoLLM":
+        super().train(mode)
+        self.cf.eval()  # the frozen CF model never trains (no dropout in SASRec)
+        return self
+
+    def cf_embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen CF user and item embeddings ``[B, c]`` (some users folded in while training)."""
+        fold_in = None
+        if self.training and self.cfg.fold_in_fraction > 0:
+            fold_in = torch.rand(len(batch.cf), device=batch.cf.users.device) < self.cfg.fold_in_fraction  # [B]
+        with torch.no_grad():
+            e_u, e_i = self.cf.embed(batch.cf, fold_in=fold_in)  # [B, c], [B, c]
+        return e_u.float(), e_i.float()
+
+    def placeholder_positions(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean masks ``[B, T]`` of the ``<UserID>`` and ``<TargetItemID>`` tokens (one each per row)."""
+        user_pos = input_ids == self.user_token_id   # [B, T]
+        item_pos = input_ids == self.item_token_id   # [B, T]
+        for what, pos in ((USER_TOKEN, user_pos), (ITEM_TOKEN, item_pos)):
+            counts = pos.sum(1)
+            if bool((counts != 1).any()):
+                row = int((counts != 1).nonzero()[0])
+                raise CorarecError(f"collm: prompt row {row} holds {int(counts[row])} {what} tokens, expected 1 "
+                                   "(is the batch built with the 'collm' template?)")
+        return user_pos, item_pos
+
+    def input_embeddings(self, batch) -> torch.Tensor:
+        """The prompt's input embeddings ``[B, T, d]`` with the mapped CF embeddings spliced in."""
+        ids = batch.input_ids                                                        # [B, T]
+        user_pos, item_pos = self.placeholder_positions(ids)
+        table = self.llm.model.get_input_embeddings()
+        embeds = table(ids.masked_fill(user_pos | item_pos, self.pad_id))           # [B, T, d]
+        e_u, e_i = self.cf_embeddings(batch)                                         # [B, c] each
+        m_u = self.mapping(e_u).to(embeds.dtype)                                     # [B, d]
+        m_i = self.mapping(e_i).to(embeds.dtype)                                     # [B, d]
+        embeds = torch.where(user_pos.unsqueeze(-1), m_u.unsqueeze(1), embeds)       # [B, T, d]
+        return torch.where(item_pos.unsqueeze(-1), m_i.unsqueeze(1), embeds)         # [B, T, d]
+
+    def score(self, batch) -> torch.Tensor:
+        embeds = self.input_embeddings(batch)                                        # [B, T, d]
+        logits = answer_logits(self.llm, None, batch.attention_mask, inputs_embeds=embeds)  # [B, V]
+        return answer_score(logits, self.llm.yes_id, self.llm.no_id, self.cfg.score_mode)  # [B]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The mapping and the LoRA (the LoRA is saved even when ``train_lora`` keeps it frozen)."""
+        return {k: v.detach().clone() for k, v in self.named_parameters()
+                if k.startswith("mapping.") or "lora_" in k}
+
+    def save_extra(self, run_dir: str | Path) -> None:
+        """Also write the LoRA in peft's format to ``run_dir/adapter``."""
+        save_adapter(self.peft, run_dir)

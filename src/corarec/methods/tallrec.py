@@ -1,0 +1,61 @@
+"""TALLRec: a LoRA fine-tuned on the pure-text prompt, BCE on the " Yes" logit.
+
+The text-only LLM recommender CoRA compares against: the same prompt and loss as CoRA, but the
+knowledge enters through a sample-independent LoRA (peft; r = 8, alpha = 16, dropout 0.05 on the
+q and v projections of every layer — the TALLRec paper's settings) instead of CF embeddings.
+The run directory holds the LoRA twice: in ``model.safetensors`` (what ``corarec`` loads) and in
+peft's format under ``adapter/`` (:mod:`corarec.methods.peft_lora`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from corarec.errors import CorarecError
+from corarec.llm import SCORE_MODES, answer_logits, answer_score
+from corarec.methods.base import Method
+from corarec.methods.peft_lora import attach_lora, save_adapter
+
+
+@dataclass
+class TallRecConfig:
+    """Settings of TALLRec's LoRA (defaults: the TALLRec paper)."""
+
+    rank: int = 8
+    """LoRA rank r."""
+    alpha: float = 16.0
+    """LoRA scale: the update is multiplied by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch's input during training."""
+    targets: str = "q,v"
+    """Modules that get a LoRA: short names (q, k, v, o, gate, up, down) or module-name suffixes."""
+    layers: str = "all"
+    """Decoder layers that get a LoRA: 'all', 'top:N' or a list '0,1,5'."""
+    score_mode: str = "yes"
+    """'yes': the logit of " Yes" (the paper); 'yes_minus_no': logit(Yes) − logit(No)."""
+
+
+class TallRec(Method):
+    """The frozen LLM plus a trainable peft LoRA, on the TALLRec prompt."""
+
+    name = "tallrec"
+    template = "tallrec"
+
+    def __init__(self, cfg: TallRecConfig, llm):
+        super().__init__()
+        if cfg.score_mode not in SCORE_MODES:
+            raise CorarecError(f"{self.name} score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
+        self.cfg = cfg
+        self.llm = llm
+        self.peft = attach_lora(llm, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.layers)  # LLM + LoRA
+
+    def score(self, batch) -> torch.Tensor:
+        logits = answer_logits(self.llm, batch.input_ids, batch.attention_mask)  # [B, V], through the LoRA
+        return answer_score(logits, self.llm.yes_id, self.llm.no_id, self.cfg.score_mode)  # [B]
+
+    def save_extra(self, run_dir: str | Path) -> None:
+        """Also write the LoRA in peft's format to ``run_dir/adapter``."""
+        save_adapter(self.peft, run_dir)
