@@ -218,3 +218,18 @@ def test_gzip_fixture_is_real_gzip(tmp_path):
     write_amazon(tmp_path, gz=True)
     with gzip.open(tmp_path / "Books_5.json.gz", "rt") as handle:
         assert json.loads(handle.readline())["asin"] == "B00"
+
+
+def test_read_dataset_without_users_table(prepared):
+    """A hand-made directory may omit users.parquet; ids are then only checked against n_users if given."""
+    (prepared / "users.parquet").unlink()
+    info = json.loads((prepared / "dataset.json").read_text())
+    del info["n_users"]
+    (prepared / "dataset.json").write_text(json.dumps(info))
+    assert read_dataset(prepared).n_users == 3
+    rewrite(prepared / "valid.parquet", lambda f: f.__setitem__("user_id", np.array([0, -1])))
+    read_error(prepared, r"valid\.parquet: row 1: user_id -1 is negative")
+    info["n_users"] = 2
+    (prepared / "dataset.json").write_text(json.dumps(info))
+    rewrite(prepared / "valid.parquet", lambda f: f.__setitem__("user_id", np.array([0, 1])))
+    read_error(prepared, r"train\.parquet: row 4: user_id 2 out of range 0\.\.1")

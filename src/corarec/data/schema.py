@@ -136,9 +136,11 @@ def read_dataset(path: str | Path) -> Dataset:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise CorarecError(f"{file}: row {row}: label must be 0 or 1, got {frame['label'].iloc[row]}")
         _check_range(frame, "item_id", n_items, file)
-        if frame["user_id"].min() < 0 or (n_users is not None and frame["user_id"].max() >= int(n_users)):
-            row = int(np.flatnonzero(((frame["user_id"] < 0) | (frame["user_id"] >= int(n_users or 0))).to_numpy())[0])
-            raise CorarecError(f"{file}: row {row}: user_id {frame['user_id'].iloc[row]} out of range 0..{int(n_users) - 1}")
+        if n_users is not None:
+            _check_range(frame, "user_id", int(n_users), file)
+        elif (frame["user_id"] < 0).any():
+            row = int(np.flatnonzero((frame["user_id"] < 0).to_numpy())[0])
+            raise CorarecError(f"{file}: row {row}: user_id {frame['user_id'].iloc[row]} is negative")
         frame = frame.astype({"user_id": "int64", "item_id": "int64", "label": "int8", "timestamp": "int64"})
         splits[name] = frame.reset_index(drop=True)
 
