@@ -120,6 +120,64 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    input: Path = typer.Option(..., "--input", help=".csv/.parquet with user, item (raw ids), optional label, history"),
+    out: Path = typer.Option(..., "--out", help="Write the scored pairs to this .csv/.parquet"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Score (user, item) pairs from a file; unknown ids are scored cold-start and flagged `cold`."""
+    from corarec.evaluation import format_metrics
+    from corarec.predict import predict as predict_fn
+
+    metrics = predict_fn(run=run, input=input, out=out, data=data, batch_size=batch_size, device=device)
+    if metrics is not None:
+        typer.echo(format_metrics(metrics, f"metrics of {input} (warm = user and item in train):"))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def recommend(
+    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    user: str = typer.Option(..., "--user", help="User id as in the original data"),
+    k: int = typer.Option(10, "-k", "--k", help="How many items to recommend"),
+    candidates: Optional[Path] = typer.Option(None, "--candidates", help="Items to rank: .txt (one id a line) or .csv/.parquet with an item column"),
+    pool: int = typer.Option(100, "--pool", help="Without --candidates: the CF model's top N items are re-ranked"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Top-k items for a user, with titles and scores (items the user already saw are left out)."""
+    from corarec.recommender import format_recommendations, recommend as recommend_fn
+
+    table = recommend_fn(run=run, user=user, k=k, candidates=candidates, pool=pool, data=data, device=device)
+    typer.echo(format_recommendations(table))
+
+
+@app.command()
+def serve(
+    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Score concurrent requests together"),
+    max_batch_size: int = typer.Option(64, "--max-batch-size", help="Most rows in one batched model call"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to join its batch"),
+    max_pairs: int = typer.Option(1000, "--max-pairs", help="Most pairs in one /score request"),
+    max_k: int = typer.Option(100, "--max-k", help="Largest k of /recommend"),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+) -> None:
+    """Serve a run over HTTP: POST /score, POST /recommend, GET /health, GET /info (docs at /docs)."""
+    from corarec.serve import serve as serve_fn
+
+    serve_fn(run=run, host=host, port=port, data=data, device=device, batching=batching,
+             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_pairs=max_pairs, max_k=max_k,
+             log_level=log_level)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
 ) -> None:

@@ -1,0 +1,53 @@
+"""``corarec predict``: score a file of (user, item) pairs in raw ids with a trained run.
+
+Input: ``.csv`` or ``.parquet`` with columns ``user`` and ``item`` (the dataset's original ids),
+optionally ``label`` (0/1) and ``history`` (raw item ids liked by an unknown user: a list in
+parquet, space- or ``|``-separated text in CSV). Output: the same rows, in order, with ``logit``,
+``probability`` (of "Yes"), and the flags ``cold`` / ``cold_user`` / ``cold_item`` (the user or item
+did not occur in train and was scored with a cold-start embedding). Unknown users and items are
+scored, never dropped. A malformed row is an error naming its 1-based row number (CSV line = row + 1).
+With labels, the metrics (AUC, UAUC, GAUC; all / warm / cold rows) are returned as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from corarec.errors import CorarecError
+from corarec.io import atomic_path
+from corarec.metrics import metric_report
+from corarec.recommender import load, pairs_frame, read_table
+
+
+def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Path | None = None,
+            batch_size: int | None = None, device: str | None = None) -> dict | None:
+    """Score the pairs in ``input`` with ``run`` and write them to ``out`` (``.csv``/``.parquet``,
+    atomically). Returns the metrics when ``input`` has a ``label`` column, else None."""
+    input, out = Path(input), Path(out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise CorarecError(f"{out}: output must be a .csv or .parquet file")
+    pairs = pairs_frame(read_table(input), where=str(input))  # validate before loading the model
+    recommender = load(run, data=data, device=device, batch_size=batch_size)
+    scores = recommender.score(pairs)
+    write_table(out, scores)
+    if "label" not in scores:
+        return None
+    return pair_metrics(scores)
+
+
+def pair_metrics(scores: pd.DataFrame) -> dict:
+    """AUC / UAUC / GAUC of scored pairs with labels, split into warm and cold rows (raw user ids
+    group the rows, so distinct unknown users stay distinct)."""
+    return metric_report(scores["user"].to_numpy(), scores["label"].to_numpy(), scores["logit"].to_numpy(),
+                         ~scores["cold"].to_numpy(dtype=bool))
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """Write ``table`` to a ``.csv`` or ``.parquet`` file, atomically."""
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)

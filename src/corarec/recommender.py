@@ -1,0 +1,453 @@
+"""Use a trained run: score (user, item) pairs in raw ids and recommend items for one user.
+
+``corarec.load(RUN)`` returns a :class:`Recommender`. It speaks the dataset's *original* (raw) ids
+and handles everyone:
+
+- a **known user**'s history is every item they liked in the dataset (all splits, time order), and
+  the items they interacted with (any label, any split) are left out of their recommendations;
+- an **unknown user** (not in the dataset) is scored with the CF model's cold-start (fold-in)
+  embedding, built from the ``history`` passed with the request, if any;
+- an **unknown item** is scored with the CF model's fallback item embedding (the mean train item)
+  and the placeholder title "an unknown <noun>";
+- ``cold`` flags a row whose user or item did not occur in train (the same warm/cold split as the
+  evaluation), i.e. a row that reads a cold-start embedding. Nothing is ever dropped.
+
+Recommending without candidates is two-stage: the CF model scores every item the user has not
+interacted with and keeps its top ``pool``; the LLM method re-ranks that pool. A run whose method
+has no CF model pre-selects by popularity (positive train rows) instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from corarec.errors import CorarecError
+
+PAIR_COLUMNS = ("user", "item")
+"""Required columns of a pairs table (raw ids)."""
+
+
+@dataclass
+class UserState:
+    """What the recommender knows about one user."""
+
+    user_id: int
+    """Internal id; -1 for a user unknown to the dataset."""
+    history: list[int]
+    """Liked items (internal ids), oldest first: the prompt's history and the CF fold-in input."""
+    seen: set[int]
+    """Items the user interacted with (left out of recommendations)."""
+    cold: bool
+    """True when the user did not occur in train (the CF model uses its cold-start embedding)."""
+
+
+class Recommender:
+    """A loaded run that scores raw-id pairs and ranks items for a user (see the module docstring)."""
+
+    def __init__(self, run, batch_size: int | None = None, progress: bool = True) -> None:
+        """``run``: a :class:`~corarec.runs.LoadedRun`; ``batch_size``: rows per forward pass
+        (default: the run's evaluation batch size); ``progress``: show a progress bar on long calls."""
+        self.run = run
+        self.progress = progress
+        self.dataset = run.dataset
+        self.batch_size = batch_size or run.config.train.eval_batch_size
+        ds = run.dataset
+        self.titles: list[str] = ds.titles()
+        self.item_raw = np.asarray([str(x) for x in (ds.items["item_raw"] if "item_raw" in ds.items else ds.items["item_id"])],
+                                   dtype=object)
+        self.user_raw = (np.asarray(ds.users["user_raw"].astype(str), dtype=object) if ds.users is not None
+                         else np.asarray([str(u) for u in range(ds.n_users)], dtype=object))
+        self.user_ids = ds.user_index()
+        self.item_ids = ds.item_index()
+        self.train_users = set(pd.unique(ds.train["user_id"]).tolist())
+        self.train_items = set(pd.unique(ds.train["item_id"]).tolist())
+        self.histories, self.interacted = _user_histories(ds.splits)
+        self.cf = _find_cf(run)
+        self.popularity = np.bincount(ds.train.loc[ds.train["label"] == 1, "item_id"].to_numpy(),
+                                      minlength=ds.n_items)
+
+    # ----- the two public calls ----------------------------------------------------------------
+    def score(self, pairs: Any) -> pd.DataFrame:
+        """Score ``pairs``: a DataFrame with ``user``, ``item`` (raw ids; optional ``label`` and
+        ``history`` = list of raw item ids for an unknown user), or a list of ``(user, item)``
+        tuples / ``{"user", "item"}`` dicts. Returns one row per pair, in order: user, item,
+        [label], logit, probability, cold, cold_user, cold_item."""
+        rows = self.resolve(pairs_frame(pairs))
+        return self.scored(rows, self.logits(rows))
+
+    def recommend(self, user: Any, k: int = 10, candidates: Sequence[Any] | None = None, pool: int = 100,
+                  history: Sequence[Any] | None = None, exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` items for raw user id ``user``: rank, item, title, logit, probability (and
+        ``cf_logit`` when the CF model pre-selected the pool). ``candidates`` (raw item ids) limits
+        the choice; otherwise the CF model's top ``pool`` items are re-ranked. Items the user
+        interacted with are left out unless ``exclude_seen`` is False. ``history`` (raw item ids)
+        stands in for the dataset's history, e.g. for an unknown user."""
+        rows = self.candidates(user, k, candidates, pool, history, exclude_seen)
+        return self.ranked(rows, self.logits(rows), k)
+
+    # ----- steps (the HTTP service runs the model call of several requests together) ----------
+    def resolve(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """Validated raw pairs → rows with internal ids, history and cold flags (raw columns kept)."""
+        users = [self.user_state(u, h if isinstance(h, list) else None, where=f"row {n}")
+                 for n, (u, h) in enumerate(zip(pairs["user"], _column(pairs, "history")), start=1)]
+        item_ids = np.asarray([self.item_ids.get(i, -1) for i in pairs["item"]], dtype=np.int64)
+        rows = pairs.copy()
+        rows["user_id"] = np.asarray([s.user_id for s in users], dtype=np.int64)
+        rows["item_id"] = item_ids
+        rows["history"] = [s.history for s in users]
+        rows["cold_user"] = [s.cold for s in users]
+        rows["cold_item"] = [int(i) not in self.train_items for i in item_ids]
+        rows["cold"] = rows["cold_user"] | rows["cold_item"]
+        return rows
+
+    def user_state(self, user: Any, history: Sequence[Any] | None = None, where: str = "user") -> UserState:
+        """History, interacted items and coldness of raw user id ``user`` (``history`` overrides)."""
+        user = normalise_id(user)
+        if user is None:
+            raise CorarecError(f"{where}: user is empty")
+        uid = self.user_ids.get(user, -1)
+        seen = set(self.interacted.get(uid, ()))
+        if history is not None:
+            liked = self.item_list(history, f"{where}: history")
+            seen |= set(liked)
+        else:
+            liked = list(self.histories.get(uid, ()))
+        return UserState(user_id=uid, history=liked, seen=seen, cold=uid not in self.train_users)
+
+    def item_list(self, raw_items: Iterable[Any], where: str) -> list[int]:
+        """Raw item ids → internal ids; an id unknown to the dataset is an error naming it."""
+        out = []
+        for position, raw in enumerate(raw_items, start=1):
+            key = normalise_id(raw)
+            if key not in self.item_ids:
+                raise CorarecError(f"{where}: item {position} ({raw!r}) is not an item of dataset "
+                                   f"'{self.dataset.name}'")
+            out.append(self.item_ids[key])
+        return out
+
+    def candidates(self, user: Any, k: int = 10, candidates: Sequence[Any] | None = None, pool: int = 100,
+                   history: Sequence[Any] | None = None, exclude_seen: bool = True) -> pd.DataFrame:
+        """The rows to re-rank for ``user`` (see :meth:`recommend`), with ``cf_logit`` when pooled."""
+        check_k_pool(k, pool, candidates is not None)
+        state = self.user_state(user, history)
+        if candidates is not None:
+            items = list(dict.fromkeys(self.item_list(candidates, "candidates")))
+        else:
+            items = list(range(self.dataset.n_items))
+        if exclude_seen:
+            items = [i for i in items if i not in state.seen]
+        rows = pd.DataFrame({"user": normalise_id(user), "item": self.item_raw[items] if items else [],
+                             "user_id": state.user_id, "item_id": np.asarray(items, dtype=np.int64)})
+        rows["history"] = [state.history] * len(rows)
+        if candidates is None and len(rows) > pool:
+            prior = self.prior_scores(state, rows["item_id"].to_numpy())
+            keep = np.argsort(-prior, kind="stable")[:pool]
+            rows = rows.iloc[keep].reset_index(drop=True)
+            if self.cf is not None:
+                rows["cf_logit"] = prior[keep]
+        elif candidates is None and self.cf is not None:
+            rows["cf_logit"] = self.prior_scores(state, rows["item_id"].to_numpy())
+        rows["cold_user"] = state.cold
+        rows["cold_item"] = [int(i) not in self.train_items for i in rows["item_id"]]
+        rows["cold"] = rows["cold_user"] | rows["cold_item"]
+        return rows
+
+    @torch.no_grad()
+    def prior_scores(self, state: UserState, items: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Pre-selection scores of ``items`` for one user: CF logits, or popularity without a CF model."""
+        if self.cf is None:
+            return self.popularity[items].astype(np.float64)
+        from corarec.cf.base import CFBatch, history_tensor
+
+        device = self.run.device
+        history = history_tensor([state.history], self.run.batcher.cf_history_len).to(device)  # [1, L]
+        out = np.empty(len(items), dtype=np.float64)
+        for start in range(0, len(items), chunk):
+            part = torch.as_tensor(items[start:start + chunk], dtype=torch.long, device=device)  # [b]
+            batch = CFBatch(users=torch.full_like(part, state.user_id), items=part,
+                            history=history.expand(len(part), -1))
+            out[start:start + len(part)] = self.cf(batch).float().cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def logits(self, rows: pd.DataFrame) -> np.ndarray:
+        """The method's logits ``[N]`` for resolved rows (user_id, item_id, history), in batches of
+        ``batch_size`` (the loop of :func:`corarec.evaluation.score_rows`, with the progress bar
+        optional so that a server's log stays quiet)."""
+        run, method = self.run, self.run.method
+        method.eval()
+        rows = rows[["user_id", "item_id", "history"]].reset_index(drop=True)
+        out = np.empty(len(rows), dtype=np.float32)
+        starts = range(0, len(rows), self.batch_size)
+        for start in tqdm(starts, desc="scoring", unit="batch", leave=False, disable=not self.progress or len(starts) < 2):
+            batch = run.batcher(rows.iloc[start:start + self.batch_size]).to(run.device)
+            with run.llm.autocast():
+                out[start:start + len(batch)] = method.score(batch).float().cpu().numpy()  # [b]
+        return out
+
+    def scored(self, rows: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
+        """The public result of :meth:`score` from resolved rows and their logits."""
+        out = pd.DataFrame({"user": rows["user"].to_numpy(), "item": rows["item"].to_numpy()})
+        if "label" in rows:
+            out["label"] = rows["label"].to_numpy()
+        out["logit"] = np.asarray(logits, dtype=np.float64)
+        out["probability"] = sigmoid(out["logit"].to_numpy())
+        for column in ("cold", "cold_user", "cold_item"):
+            out[column] = rows[column].to_numpy(dtype=bool)
+        return out
+
+    def ranked(self, rows: pd.DataFrame, logits: np.ndarray, k: int) -> pd.DataFrame:
+        """The public result of :meth:`recommend`: the top ``k`` of ``rows`` by logit."""
+        order = np.argsort(-np.asarray(logits, dtype=np.float64), kind="stable")[:k]
+        top = rows.iloc[order]
+        out = pd.DataFrame({
+            "rank": np.arange(1, len(top) + 1),
+            "item": top["item"].to_numpy(),
+            "title": [self.titles[i] for i in top["item_id"]],
+            "logit": np.asarray(logits, dtype=np.float64)[order],
+        })
+        out["probability"] = sigmoid(out["logit"].to_numpy())
+        if "cf_logit" in top:
+            out["cf_logit"] = top["cf_logit"].to_numpy()
+        out["cold"] = top["cold"].to_numpy(dtype=bool)
+        return out
+
+    # ----- description ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Method, LLM, CF model, dataset and the run's metrics, as plain JSON."""
+        from corarec.io import read_json
+        from corarec.runs import METRICS
+
+        cfg = self.run.config
+        ds = self.dataset
+        metrics: dict[str, Any] = {}
+        if self.run.root is not None and (Path(self.run.root) / METRICS).is_file():
+            metrics = {k: v for k, v in read_json(Path(self.run.root) / METRICS).items() if k != "valid_curve"}
+        cf = None
+        if self.cf is not None:
+            cf = {"run": cfg.cf, "model": getattr(self.cf, "kind", type(self.cf).__name__),
+                  "dim": int(getattr(self.cf, "dim", 0)), "users": int(self.cf.n_users), "items": int(self.cf.n_items)}
+        return {
+            "run": str(self.run.root) if self.run.root is not None else None,
+            "method": cfg.method,
+            "method_config": cfg.method_config,
+            "llm": cfg.llm,
+            "cf": cf,
+            "dataset": {"name": ds.name, "path": str(ds.root) if ds.root else cfg.data, "item_noun": ds.item_noun,
+                        "users": int(ds.n_users), "items": int(ds.n_items),
+                        "rows": {name: int(len(frame)) for name, frame in ds.splits.items()}},
+            "device": str(self.run.device),
+            "metrics": metrics,
+        }
+
+
+def load(run: str | Path, data: str | Path | None = None, device: str | None = None,
+         batch_size: int | None = None) -> Recommender:
+    """Load a trained run (``corarec train``) for scoring and recommending.
+
+    ``data`` overrides the prepared dataset recorded in the run; ``device`` is auto, cpu or cuda.
+    """
+    from corarec.runs import load_run
+
+    return Recommender(load_run(run, data=data, device=device), batch_size=batch_size)
+
+
+def recommend(run: str | Path, user: str, k: int = 10, candidates: str | Path | None = None, pool: int = 100,
+              data: str | Path | None = None, device: str | None = None) -> pd.DataFrame:
+    """Top-``k`` items for raw user id ``user`` of a run (see :meth:`Recommender.recommend`).
+
+    ``candidates`` is a file of raw item ids: one per line (``.txt``), or a ``.csv``/``.parquet``
+    table with an ``item`` column.
+    """
+    ids = read_candidates(candidates) if candidates is not None else None
+    check_k_pool(k, pool, ids is not None)  # before the slow part: loading the model
+    return load(run, data=data, device=device).recommend(user, k=k, candidates=ids, pool=pool)
+
+
+def check_k_pool(k: int, pool: int, has_candidates: bool) -> None:
+    """``k`` ≥ 1, and without candidates a CF pool of at least ``k`` items."""
+    if k < 1:
+        raise CorarecError(f"k must be at least 1, got {k}")
+    if not has_candidates and pool < k:
+        raise CorarecError(f"pool ({pool}) must be at least k ({k})")
+
+
+def read_candidates(path: str | Path) -> list[str]:
+    """Raw item ids from a ``.txt`` (one per line), ``.csv`` or ``.parquet`` (``item`` column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorarecError(f"{path}: candidates file not found")
+    if path.suffix in (".csv", ".parquet"):
+        frame = read_table(path)
+        if "item" not in frame:
+            raise CorarecError(f"{path}: needs an 'item' column; found {', '.join(map(str, frame.columns))}")
+        raw = frame["item"].tolist()
+    else:
+        raw = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = []
+    for row, value in enumerate(raw, start=1):
+        key = normalise_id(value)
+        if key is None:
+            raise CorarecError(f"{path}: row {row}: item is empty")
+        ids.append(key)
+    if not ids:
+        raise CorarecError(f"{path}: no candidate items")
+    return ids
+
+
+def format_recommendations(table: pd.DataFrame, title_width: int = 48) -> str:
+    """An aligned text table of :meth:`Recommender.recommend`'s result."""
+    if len(table) == 0:
+        return "no items to recommend (every candidate was already seen by the user)"
+    item_width = max(4, *(len(str(i)) for i in table["item"]))
+    head = f"{'rank':>4}  {'item':<{item_width}}  {'title':<{title_width}}  {'logit':>8}  {'prob':>6}"
+    if "cf_logit" in table:
+        head += f"  {'CF logit':>8}"
+    lines = [head]
+    for row in table.itertuples(index=False):
+        title = row.title if len(row.title) <= title_width else row.title[:title_width - 1] + "…"
+        line = f"{row.rank:>4}  {str(row.item):<{item_width}}  {title:<{title_width}}  {row.logit:>8.3f}  {row.probability:>6.3f}"
+        if "cf_logit" in table:
+            line += f"  {row.cf_logit:>8.3f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ----- input tables ---------------------------------------------------------------------------------
+
+def pairs_frame(pairs: Any, where: str = "pairs") -> pd.DataFrame:
+    """Validate pairs (DataFrame, list of tuples or dicts) into ``user``, ``item`` as strings, plus
+    ``label`` (0/1) and ``history`` (list of raw ids) when given. Errors name the 1-based row."""
+    if isinstance(pairs, pd.DataFrame):
+        frame = pairs.reset_index(drop=True)
+    else:
+        records = []
+        for row, pair in enumerate(pairs, start=1):
+            if isinstance(pair, dict):
+                records.append(pair)
+            elif isinstance(pair, (tuple, list)) and len(pair) in (2, 3):
+                records.append(dict(zip(("user", "item", "history"), pair)))
+            else:
+                raise CorarecError(f"{where}: row {row}: expected (user, item) or {{'user': .., 'item': ..}}, got {pair!r}")
+        frame = pd.DataFrame.from_records(records, columns=None if records else list(PAIR_COLUMNS))
+    missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise CorarecError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}")
+    if len(frame) == 0:
+        raise CorarecError(f"{where}: no pairs to score")
+    out = pd.DataFrame(index=frame.index)
+    for column in PAIR_COLUMNS:
+        values = [normalise_id(v) for v in frame[column]]
+        bad = [n for n, v in enumerate(values) if v is None]
+        if bad:
+            raise CorarecError(f"{where}: row {bad[0] + 1}: {column} is empty")
+        out[column] = values
+    if "label" in frame.columns:
+        out["label"] = [_label(v, f"{where}: row {n}") for n, v in enumerate(frame["label"], start=1)]
+    if "history" in frame.columns:
+        out["history"] = [_history(v, f"{where}: row {n}") for n, v in enumerate(frame["history"], start=1)]
+    return out
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a ``.csv`` (every column as text, so raw ids keep leading zeros) or ``.parquet`` file."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise CorarecError(f"{path}: expected a .csv or .parquet file")
+    if not path.is_file():
+        raise CorarecError(f"{path}: file not found")
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_parquet(path)
+    except pd.errors.ParserError as e:
+        raise CorarecError(f"{path}: malformed CSV ({str(e).strip().removeprefix('Error tokenizing data. ')})") from None
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise CorarecError(f"{path}: not a readable table ({e})") from None
+    except Exception as e:  # pyarrow raises several types for a bad parquet file
+        raise CorarecError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def normalise_id(value: Any) -> str | None:
+    """A raw id as the dataset's string key (``7``, ``7.0`` and ``"7"`` agree); None when empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _label(value: Any, where: str) -> int:
+    text = normalise_id(value)
+    if text not in ("0", "1"):
+        raise CorarecError(f"{where}: label must be 0 or 1, got {value!r}")
+    return int(text)
+
+
+def _history(value: Any, where: str) -> list[str] | None:
+    """A history cell: list-like of raw ids, a space/comma/``|``-separated string, or empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        parts = value.replace(",", " ").replace("|", " ").split()
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        parts = list(value)
+    else:
+        raise CorarecError(f"{where}: history must be a list of item ids, got {value!r}")
+    ids = [normalise_id(p) for p in parts]
+    if any(i is None for i in ids):
+        raise CorarecError(f"{where}: history holds an empty item id")
+    return ids
+
+
+def _column(frame: pd.DataFrame, name: str) -> list:
+    return frame[name].tolist() if name in frame else [None] * len(frame)
+
+
+def _user_histories(splits: dict[str, pd.DataFrame]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
+    """Per user: liked items of all splits in time order (the history protocol's tie order), and
+    every item the user interacted with."""
+    frames = []
+    for rank, frame in enumerate(splits.values()):
+        part = frame[["user_id", "item_id", "label", "timestamp"]].copy()
+        part["_split"], part["_row"] = rank, np.arange(len(part))
+        frames.append(part)
+    rows = pd.concat(frames, ignore_index=True).sort_values(["user_id", "timestamp", "_split", "_row"], kind="stable")
+    liked = rows[rows["label"] == 1].groupby("user_id", sort=False)["item_id"].agg(list)
+    seen = rows.groupby("user_id", sort=False)["item_id"].agg(set)
+    return ({int(u): [int(i) for i in items] for u, items in liked.items()},
+            {int(u): {int(i) for i in items} for u, items in seen.items()})
+
+
+def _find_cf(run) -> torch.nn.Module | None:
+    """The run's frozen CF model: the method's own, else loaded from the run's CF directory."""
+    from corarec.cf.base import CFModel
+
+    held = getattr(run.method, "cf", None)  # CoRA holds its CF model without registering it
+    if isinstance(held, CFModel):
+        return held.eval()
+    for module in run.method.modules():
+        if isinstance(module, CFModel):
+            return module.eval()
+    if run.config.cf:
+        from corarec.cf import load_cf
+
+        return load_cf(run.config.cf, run.dataset).to(run.device).eval()
+    return None
