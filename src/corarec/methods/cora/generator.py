@@ -1,0 +1,98 @@
+"""The collaborative weights generator: (user, item) CF embeddings → one low-rank factor ``A_b``.
+
+A small Q-Former-like decoder (as in BLIP-2 / VLoRA)::
+
+    x = concat(e_u, e_i)                         [B, 1, 2c]  (→ Linear to width h if h != 2c)
+    q = k learnable queries                      [B, k, h]
+    N × { q = LN(q + SelfAttn(q))                post-LN BERT layer, dropout on each branch
+          q = LN(q + CrossAttn(q → x))
+          q = LN(q + FFN(q)) }
+    A = normalize(Linear(mean_k q)) .view(d, r)  [B, d, r]   (L2 norm over the whole d·r vector)
+
+One ``A_b`` per sample is shared by every targeted module of every layer (see ``injection.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corarec.errors import CorarecError
+
+
+@dataclass
+class GeneratorConfig:
+    """Sizes of the collaborative weights generator (defaults: the paper's)."""
+
+    queries: int = 4
+    """``k``: number of learnable query vectors."""
+    depth: int = 8
+    """``N``: number of decoder blocks (self-attention, cross-attention, feed-forward)."""
+    heads: int = 8
+    """Attention heads per block (must divide ``width``)."""
+    width: int | None = None
+    """``h``: the blocks' width; ``None`` means 2 × the CF dimension (the paper: 512 for c = 256)."""
+    ffn_mult: int = 4
+    """Feed-forward inner size as a multiple of ``width`` (BERT: 4)."""
+    dropout: float = 0.1
+    """Dropout on attention weights and on every residual branch (BERT: 0.1)."""
+    rank: int = 16
+    """``r``: rank of the generated factor ``A_b`` ``[d, r]``."""
+    input_norm: bool = True
+    """LayerNorm on the input token ``x`` (CF embeddings come at any scale; BLIP-2 normalises its
+    encoder features the same way before the Q-Former)."""
+    query_init_std: float = 0.02
+    """Standard deviation of the queries' normal initialisation."""
+
+
+class GeneratorBlock(nn.Module):
+    """One post-LN BERT-style decoder block: self-attention, cross-attention, feed-forward."""
+
+    def __init__(self, width: int, heads: int, ffn_mult: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.self_norm = nn.LayerNorm(width)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_norm = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(nn.Linear(width, ffn_mult * width), nn.GELU(), nn.Linear(ffn_mult * width, width))
+        self.ffn_norm = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # q: [B, k, h] queries; x: [B, 1, h] the (user, item) token
+        q = self.self_norm(q + self.drop(self.self_attn(q, q, q, need_weights=False)[0]))
+        q = self.cross_norm(q + self.drop(self.cross_attn(q, x, x, need_weights=False)[0]))
+        q = self.ffn_norm(q + self.drop(self.ffn(q)))
+        return q  # [B, k, h]
+
+
+class CollaborativeWeightsGenerator(nn.Module):
+    """Maps CF embeddings ``e_u, e_i [B, c]`` to the per-sample factor ``A [B, d, r]``."""
+
+    def __init__(self, cfg: GeneratorConfig, cf_dim: int, d_model: int):
+        super().__init__()
+        self.cfg, self.cf_dim, self.d_model = cfg, cf_dim, d_model
+        width = cfg.width or 2 * cf_dim
+        if width % cfg.heads:
+            raise CorarecError(f"generator width {width} is not divisible by its {cfg.heads} heads")
+        self.in_proj = nn.Linear(2 * cf_dim, width) if width != 2 * cf_dim else nn.Identity()
+        self.in_norm = nn.LayerNorm(width) if cfg.input_norm else nn.Identity()
+        self.queries = nn.Parameter(torch.randn(cfg.queries, width) * cfg.query_init_std)  # [k, h]
+        self.blocks = nn.ModuleList(
+            GeneratorBlock(width, cfg.heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.depth)
+        )
+        self.out = nn.Linear(width, d_model * cfg.rank)
+
+    def forward(self, e_u: torch.Tensor, e_i: torch.Tensor) -> torch.Tensor:
+        B = e_u.shape[0]
+        x = torch.cat([e_u, e_i], dim=-1).unsqueeze(1)  # [B, 1, 2c]
+        x = self.in_norm(self.in_proj(x))  # [B, 1, h]
+        q = self.queries.unsqueeze(0).expand(B, -1, -1)  # [B, k, h]
+        for block in self.blocks:
+            q = block(q, x)  # [B, k, h]
+        a = self.out(q.mean(dim=1))  # [B, d·r]
+        a = F.normalize(a, dim=-1)  # unit L2 norm over the whole d·r vector
+        return a.view(B, self.d_model, self.cfg.rank)  # [B, d, r]

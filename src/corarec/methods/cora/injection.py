@@ -1,0 +1,177 @@
+"""Per-sample low-rank weight increments on the frozen LLM's linear maps — the one mechanism.
+
+Every targeted ``nn.Linear`` ``W`` (``[d_out, d_in]``) gets a forward hook that adds, per sample b::
+
+    y_b = W x_b + (alpha / r) · P( A_bᵀ x_b )          i.e.  ΔW_b = (alpha / r) · (A_b P)ᵀ
+
+- ``A [B, d, r]``: the generator's output for the batch, shared by all targeted modules, set for the
+  duration of a forward pass with ``with injector.use(A): model(...)``. Outside that context the
+  hooks return ``None`` and the model's outputs are bit-identical to the base model's.
+- ``P [r, d_out]``: one trainable matrix per module, zero-initialised (so CoRA starts as the LLM).
+- A module whose input size ``d_in`` differs from ``d`` (e.g. the FFN ``down_proj``, ``d_in`` = the
+  FFN size) gets its own trainable input factor ``R [d_in, d]`` and uses ``R A_b [d_in, r]`` in place
+  of ``A_b``. ``R`` is initialised N(0, 1/d_in), which keeps the columns' norms of ``A_b`` in
+  expectation. It costs ``d_in · d`` parameters per module (0.9 M per SmolLM2 ``down_proj``).
+
+Computed batched: ``(x [B, T, d_in] @ A [B, d_in, r]) @ P`` — two small matmuls, never ``W + ΔW_b``.
+The hooks leave the model's module tree and ``state_dict`` keys untouched (no wrapper modules, no
+forked modeling code), so it works for any HF causal LM whose targeted modules are ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from corarec.errors import CorarecError
+from corarec.llm import decoder_layers
+
+SHORT_TARGETS = {
+    "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
+    "gate": "gate_proj", "up": "up_proj", "down": "down_proj",
+}
+"""Short target names accepted on the command line (``q,k,v,o``) → Llama-style module suffixes."""
+
+
+def parse_targets(spec: str | list[str]) -> list[str]:
+    """``"q,k,v,o"`` or ``"q_proj,mlp.down_proj"`` → module-name suffixes."""
+    names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    if not names:
+        raise CorarecError(f"targets {spec!r}: name at least one module (e.g. q,k,v,o)")
+    return [SHORT_TARGETS.get(t, t) for t in names]
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """``"all"``, ``"top:N"`` (the last N layers) or an explicit list ``"0,1,5"`` → sorted layer indices."""
+    spec = str(spec).strip()
+    if spec == "all":
+        return list(range(n_layers))
+    try:
+        if spec.startswith("top:"):
+            n = int(spec[4:])
+            if not 1 <= n <= n_layers:
+                raise ValueError
+            return list(range(n_layers - n, n_layers))
+        layers = sorted({int(x) for x in spec.split(",") if x.strip()})
+    except ValueError:
+        raise CorarecError(f"layers {spec!r}: expected all, top:N (1 ≤ N ≤ {n_layers}) or a list like 0,1,5") from None
+    if not layers or layers[0] < 0 or layers[-1] >= n_layers:
+        raise CorarecError(f"layers {spec!r}: indices must lie in 0..{n_layers - 1}")
+    return layers
+
+
+class LowRankDelta(nn.Module):
+    """The trainable part of one targeted module: ``P`` and, when ``d_in != d``, the input factor ``R``."""
+
+    def __init__(self, d: int, d_in: int, d_out: int, rank: int):
+        super().__init__()
+        self.P = nn.Parameter(torch.zeros(rank, d_out))  # [r, d_out], zero-init
+        self.R = nn.Parameter(torch.randn(d_in, d) / math.sqrt(d_in)) if d_in != d else None  # [d_in, d]
+
+    def factor(self, A: torch.Tensor) -> torch.Tensor:
+        """This module's input factor: ``A [B, d, r]`` → ``[B, d_in, r]``."""
+        return A if self.R is None else torch.matmul(self.R, A)
+
+    def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        # x: [B, T, d_in], A: [B, d, r]
+        # .to(x.dtype): a no-op in fp32 and under autocast; lets a bf16/fp16-loaded LLM run without autocast
+        return torch.matmul(torch.matmul(x, self.factor(A).to(x.dtype)), self.P.to(x.dtype))  # [B, T, r] → [B, T, d_out]
+
+    def delta_weight(self, A: torch.Tensor, scale: float) -> torch.Tensor:
+        """``ΔW_b = scale · (A'_b P)ᵀ`` for one sample's ``A [d, r]`` → ``[d_out, d_in]``."""
+        return scale * (self.factor(A.unsqueeze(0))[0] @ self.P).T
+
+
+class CollaborativeInjector(nn.Module):
+    """Adds per-sample ``(alpha/r) · P(A_bᵀ x)`` to the chosen linear maps of a causal LM.
+
+    Only the ``deltas`` (all ``P`` and ``R``) are parameters of this module; the LLM is referenced,
+    not registered, so nothing of it appears in this module's ``state_dict``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        d: int,
+        rank: int,
+        alpha: float,
+        targets: str | list[str] = "q,k,v,o",
+        layers: str = "all",
+    ):
+        super().__init__()
+        self.d, self.rank, self.scale = d, rank, alpha / rank
+        all_layers = decoder_layers(model)
+        self.layers = parse_layers(layers, len(all_layers))
+        self.targets = parse_targets(targets)
+        self.deltas = nn.ModuleDict()  # deltas[str(layer)][suffix] → LowRankDelta
+        self.module_names: dict[tuple[int, str], str] = {}  # (layer, suffix) → full module name in the LLM
+        self._A: torch.Tensor | None = None
+        self._handles = []
+        layer_names = {id(m): n for n, m in model.named_modules()}
+        for i in self.layers:
+            layer = all_layers[i]
+            per_layer = nn.ModuleDict()
+            for suffix in self.targets:
+                name, linear = _find_one(layer, suffix, i)
+                per_layer[suffix] = LowRankDelta(d, linear.in_features, linear.out_features, rank)
+                per_layer[suffix].to(linear.weight.device)
+                self.module_names[(i, suffix)] = f"{layer_names[id(layer)]}.{name}"
+                self._handles.append(linear.register_forward_hook(self._hook(per_layer[suffix])))
+            self.deltas[str(i)] = per_layer
+
+    @property
+    def first_layer(self) -> int:
+        """The lowest injected layer: inputs to it depend on the prompt only (see ``prefix_cache``)."""
+        return self.layers[0]
+
+    @contextmanager
+    def use(self, A: torch.Tensor) -> Iterator[None]:
+        """Inject the per-sample factors ``A [B, d, r]`` into every forward pass inside the block."""
+        if A.dim() != 3 or A.shape[1:] != (self.d, self.rank):
+            raise ValueError(f"A must be [B, {self.d}, {self.rank}], got {list(A.shape)}")
+        previous, self._A = self._A, A
+        try:
+            yield
+        finally:
+            self._A = previous
+
+    def _hook(self, delta: LowRankDelta):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            A = self._A
+            if A is None:
+                return None  # collaborative branch off: the base output, untouched
+            x = args[0]  # [B, T, d_in]
+            if x.shape[0] != A.shape[0]:
+                raise RuntimeError(f"injected batch {A.shape[0]} does not match the module's input {list(x.shape)}")
+            return output + (self.scale * delta(x, A)).to(output.dtype)  # [B, T, d_out]
+
+        return hook
+
+    def delta_weights(self, A: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``ΔW_b`` of every targeted module for one sample's ``A [d, r]``: LLM module name → ``[d_out, d_in]``."""
+        return {
+            name: self.deltas[str(i)][suffix].delta_weight(A, self.scale)
+            for (i, suffix), name in self.module_names.items()
+        }
+
+    def remove(self) -> None:
+        """Detach the hooks from the LLM (the LLM is then exactly the base model again)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def _find_one(layer: nn.Module, suffix: str, index: int) -> tuple[str, nn.Linear]:
+    """The single submodule of ``layer`` whose name ends with ``suffix``; it must be an ``nn.Linear``."""
+    hits = [(n, m) for n, m in layer.named_modules() if n == suffix or n.endswith("." + suffix)]
+    if len(hits) != 1:
+        found = ", ".join(n for n, _ in hits) or "none"
+        raise CorarecError(f"target {suffix!r} in layer {index}: expected exactly one module, found {found}")
+    name, module = hits[0]
+    if not isinstance(module, nn.Linear):
+        raise CorarecError(f"target {suffix!r} in layer {index} is a {type(module).__name__}, not an nn.Linear")
+    return name, module

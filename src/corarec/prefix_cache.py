@@ -1,0 +1,227 @@
+"""Prefix cache: the frozen LLM's hidden states entering layer L, computed once per prompt.
+
+When CoRA injects only into layers ``L..n-1`` (``layers="top:8"``), everything below layer L is
+the frozen LLM reading a fixed prompt: the hidden states entering layer L depend on the prompt's
+tokens alone. They are computed once, stored on disk, and every later pass (every epoch, every
+validation) runs only layers ``L..n-1`` from them (:func:`start_at_layer`).
+
+Keying (a stale entry can never be read):
+
+- a cache directory per ``(LLM name, LLM fingerprint, prompt template id, layer L, compute dtype,
+  storage dtype)``; the fingerprint hashes the model config and a strided sample of every weight
+  tensor, so different weights under the same name get a different directory;
+- inside it, one entry per prompt, named by the SHA-256 of the prompt's token ids (padding
+  excluded): a changed prompt is a different entry.
+
+Storage: safetensors shards (``shard-*.safetensors``, written atomically), one tensor
+``[n_tokens, d]`` per prompt, bf16 by default (≈ 184 KB for 160 tokens × 576 dims). Only real
+tokens are stored; a batch is rebuilt left-padded with zeros at the pad positions (which the
+attention mask hides). New entries are buffered in memory and written every ``shard_rows`` rows and
+on :meth:`PrefixCache.flush`; an interrupted process only loses the unflushed entries.
+
+Running from layer L: the decoder layers below L are temporarily replaced by pass-through modules
+and a pre-hook on layer L swaps in the cached hidden states, so the model's own forward (masks,
+rotary positions, final norm, ``logits_to_keep``) does the rest — no forked modeling code. The
+first batch a cache serves is checked against the full forward (:meth:`PrefixCache.verify`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from corarec.assets import cache_dir
+from corarec.errors import CorarecError
+from corarec.io import save_tensors, write_json
+from corarec.llm import LLM, answer_logits, decoder_layers, position_ids
+
+FORMAT = 1  # bump when the stored layout changes
+
+
+class _Stop(Exception):
+    """Raised by the capture hook to end a forward pass at layer L."""
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a skipped decoder layer: returns its input hidden states unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
+def layer_inputs(llm: LLM, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states entering decoder ``layer`` for a batch: ``[B, T, d]`` (no gradient)."""
+    captured: list[torch.Tensor] = []
+
+    def capture(module, args, kwargs):
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Stop
+
+    handle = decoder_layers(llm.model)[layer].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad(), llm.autocast():
+            llm.model(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids(attention_mask), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]  # [B, T, d]
+
+
+@contextmanager
+def start_at_layer(llm: LLM, layer: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Inside the block, a forward pass of ``llm.model`` skips layers ``< layer`` and feeds
+    ``hidden [B, T, d]`` into ``layer`` (the input ids still have to be passed, for shapes)."""
+    layers = decoder_layers(llm.model)
+    originals = [layers[i] for i in range(layer)]
+
+    def swap_in(module, args, kwargs):
+        if args:
+            return (hidden.to(args[0].dtype),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden.to(kwargs["hidden_states"].dtype)}
+
+    handle = layers[layer].register_forward_pre_hook(swap_in, with_kwargs=True)
+    for i in range(layer):
+        layers[i] = _PassThrough()
+    try:
+        yield
+    finally:
+        for i, original in enumerate(originals):
+            layers[i] = original
+        handle.remove()
+
+
+def llm_fingerprint(llm: LLM) -> str:
+    """A cheap hash of the model's config and a strided sample (≤ 1024 values) of every weight tensor."""
+    h = hashlib.sha256(llm.model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, p in llm.model.state_dict().items():
+            flat = p.reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 1024)].float().cpu()
+            h.update(name.encode() + str(tuple(p.shape)).encode() + sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def row_key(token_ids: torch.Tensor) -> str:
+    """Name of one prompt's entry: SHA-256 of its (unpadded) token ids."""
+    return hashlib.sha256(token_ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:32]
+
+
+class PrefixCache:
+    """Disk-backed hidden states entering one layer, for one LLM and one prompt template."""
+
+    def __init__(
+        self,
+        llm: LLM,
+        layer: int,
+        template_id: str,
+        root: str | Path | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+        shard_rows: int = 256,
+    ):
+        if not 0 <= layer < llm.n_layers:
+            raise CorarecError(f"prefix cache layer {layer}: the LLM has layers 0..{llm.n_layers - 1}")
+        self.llm, self.layer, self.dtype, self.shard_rows = llm, layer, dtype, shard_rows
+        self.key = {
+            "format": FORMAT,
+            "llm": llm.name,
+            "fingerprint": llm_fingerprint(llm),
+            "template": template_id,
+            "layer": layer,
+            "compute_dtype": str(llm.autocast_dtype or torch.float32),
+            "dtype": str(dtype),
+        }
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
+        self.dir = Path(root) if root is not None else cache_dir() / "prefix"
+        self.dir = self.dir / f"{template_id}-L{layer}-{digest}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "key.json").is_file():
+            write_json(self.dir / "key.json", self.key)
+        self._shards: dict[str, object] = {}  # row key → open safe_open handle holding it
+        self._pending: dict[str, torch.Tensor] = {}  # row key → [n, d] not yet on disk
+        self._verified = False
+        self.hits = self.misses = 0
+        for path in sorted(self.dir.glob("shard-*.safetensors")):
+            self._open_shard(path)
+
+    def __len__(self) -> int:
+        return len(self._shards) + len(self._pending)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states entering the layer for a left-padded batch: ``[B, T, d]``, fp32.
+
+        Rows not yet cached are computed (layers below L only) and stored.
+        """
+        mask = attention_mask.bool()
+        keys = [row_key(input_ids[b][mask[b]]) for b in range(len(input_ids))]
+        missing = [b for b, k in enumerate(keys) if k not in self._shards and k not in self._pending]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            computed = layer_inputs(self.llm, self.layer, input_ids[missing], attention_mask[missing])  # [m, T, d]
+            for j, b in enumerate(missing):
+                self._pending[keys[b]] = computed[j][mask[b]].to("cpu", self.dtype).clone()  # [n_b, d]
+            if len(self._pending) >= self.shard_rows:
+                self.flush()
+        B, T = input_ids.shape
+        hidden = torch.zeros(B, T, self.llm.hidden_size)  # [B, T, d]; pad positions stay 0
+        for b, k in enumerate(keys):
+            hidden[b, mask[b].cpu()] = self._get(k).float()
+        hidden = hidden.to(input_ids.device)
+        if not self._verified:
+            self.verify(input_ids, attention_mask, hidden)
+        return hidden
+
+    def verify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: torch.Tensor) -> None:
+        """Check that running from the cached states reproduces the full forward's answer logits
+        (catches architectures whose decoder layers cannot be skipped this way)."""
+        with torch.no_grad():
+            full = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
+            with start_at_layer(self.llm, self.layer, hidden):
+                cached = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
+        err = (full - cached).abs().max().item()
+        # fp32 end to end agrees to ~1e-5; bf16 storage/compute to a few 0.01 on logits of size ~10-30
+        tol = 1e-3 if self.dtype == torch.float32 and self.llm.autocast_dtype is None else 0.05 * full.abs().max().item()
+        if not err <= tol:
+            raise CorarecError(
+                f"prefix cache: logits from cached layer-{self.layer} inputs differ from the full forward by "
+                f"{err:.3g} (> {tol:.3g}) for {type(self.llm.model).__name__}; run without --cache-prefix"
+            )
+        self._verified = True
+
+    def flush(self) -> None:
+        """Write the buffered entries as one new shard (atomically)."""
+        if not self._pending:
+            return
+        path = self.dir / f"shard-{time.time_ns()}-{os.getpid()}.safetensors"
+        save_tensors(path, self._pending, metadata={"key": json.dumps(self.key, sort_keys=True)})
+        self._pending = {}
+        self._open_shard(path)
+
+    def _open_shard(self, path: Path) -> None:
+        handle = safe_open(str(path), framework="pt")
+        if (handle.metadata() or {}).get("key") != json.dumps(self.key, sort_keys=True):
+            return  # not written for this key (cannot happen unless files were moved): ignore it
+        for k in handle.keys():
+            self._shards[k] = handle
+
+    def _get(self, key: str) -> torch.Tensor:
+        if key in self._pending:
+            return self._pending[key]
+        return self._shards[key].get_tensor(key)
+
+    def __enter__(self) -> "PrefixCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()

@@ -1,0 +1,43 @@
+"""The collaborative weights generator."""
+
+import pytest
+import torch
+
+from corarec.errors import CorarecError
+from corarec.methods.cora.generator import CollaborativeWeightsGenerator, GeneratorConfig
+
+
+def test_defaults_are_the_papers():
+    cfg = GeneratorConfig()
+    assert (cfg.queries, cfg.depth, cfg.heads, cfg.width, cfg.dropout, cfg.rank) == (4, 8, 8, None, 0.1, 16)
+    gen = CollaborativeWeightsGenerator(cfg, cf_dim=256, d_model=32)
+    assert gen.queries.shape == (4, 512) and len(gen.blocks) == 8
+    assert 0.01 < gen.queries.std().item() < 0.03  # N(0, 0.02)
+    assert gen.out.out_features == 32 * 16
+
+
+def test_output_is_a_unit_norm_d_by_r_factor_per_sample():
+    torch.manual_seed(0)
+    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=2, heads=4, rank=3), cf_dim=8, d_model=10).eval()
+    e_u, e_i = torch.randn(5, 8), torch.randn(5, 8)
+    A = gen(e_u, e_i)
+    assert A.shape == (5, 10, 3)
+    torch.testing.assert_close(A.flatten(1).norm(dim=1), torch.ones(5))
+    assert not torch.allclose(A[0], A[1], atol=1e-3)  # different pairs → different factors
+    torch.testing.assert_close(gen(e_u[2:3], e_i[2:3])[0], A[2])  # rows are independent
+    swapped = gen(e_i, e_u)  # the order user, item matters
+    assert not torch.allclose(swapped, A, atol=1e-3)
+
+
+def test_width_other_than_2c_projects_the_input_and_gradients_reach_everything():
+    torch.manual_seed(0)
+    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=1, heads=2, width=6, rank=2), cf_dim=8, d_model=4)
+    assert gen.in_proj.in_features == 16 and gen.in_proj.out_features == 6
+    gen(torch.randn(3, 8), torch.randn(3, 8)).pow(3).sum().backward()
+    for name, p in gen.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_width_must_divide_into_heads():
+    with pytest.raises(CorarecError, match="not divisible"):
+        CollaborativeWeightsGenerator(GeneratorConfig(heads=3), cf_dim=8, d_model=4)

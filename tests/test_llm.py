@@ -1,0 +1,73 @@
+"""LLM loading errors, Yes/No ids, the answer-slot score, padding invariance."""
+
+import pytest
+import torch
+
+from corarec.errors import CorarecError
+from corarec.llm import (
+    BUNDLED_ALIAS, answer_logits, answer_score, autocast_dtype, load_llm, position_ids, score, single_token_id,
+)
+
+from conftest import PROMPTS
+
+
+def test_position_ids_count_from_the_first_real_token():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_left_padded_batch_scores_equal_single_prompt_scores(tiny_llm):
+    ids, mask = tiny_llm.tokenize(PROMPTS)
+    assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()  # left padding: the slot is last
+    batched = score(tiny_llm, ids, mask)
+    for b, prompt in enumerate(PROMPTS):
+        one = score(tiny_llm, *tiny_llm.tokenize([prompt]))
+        torch.testing.assert_close(batched[b : b + 1], one, rtol=1e-5, atol=1e-5)
+
+
+def test_score_modes_pick_yes_or_yes_minus_no(tiny_llm):
+    ids, mask = tiny_llm.tokenize(PROMPTS[:2])
+    logits = answer_logits(tiny_llm, ids, mask)  # [B, V]
+    assert logits.shape == (2, len(tiny_llm.tokenizer))
+    assert torch.equal(answer_score(logits, 5, 7, "yes"), logits[:, 5])
+    assert torch.equal(answer_score(logits, 5, 7, "yes_minus_no"), logits[:, 5] - logits[:, 7])
+    with pytest.raises(CorarecError, match="score_mode 'no'"):
+        answer_score(logits, 5, 7, "no")
+
+
+def test_yes_no_must_be_single_tokens(tokenizer):
+    assert single_token_id(tokenizer, " Yes", "m") != single_token_id(tokenizer, " No", "m")
+    with pytest.raises(CorarecError, match="single token"):
+        single_token_id(tokenizer, " Yes indeed", "m")
+
+
+def test_prompts_longer_than_max_length_are_an_error(tiny_llm):
+    with pytest.raises(CorarecError, match="longer than max_length=5"):
+        tiny_llm.tokenize(PROMPTS, max_length=5)
+
+
+def test_unknown_models_are_clear_errors(tmp_path):
+    with pytest.raises(CorarecError, match="cannot load it offline"):
+        load_llm("no-such-org/no-such-model-xyz")
+    with pytest.raises(CorarecError, match="no config.json"):
+        load_llm(str(tmp_path))  # an empty directory
+    with pytest.raises(CorarecError, match="not a model directory"):
+        load_llm(str(tmp_path / "missing"))
+
+
+def test_autocast_dtype_follows_the_hardware():
+    cpu = autocast_dtype("cpu")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert cpu == (torch.bfloat16 if native else None)
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_loads_from_its_cache_and_is_frozen(tokenizer):  # tokenizer: cache built
+    llm = load_llm(BUNDLED_ALIAS, autocast=False)
+    assert llm.name == BUNDLED_ALIAS and llm.n_layers == 30 and llm.hidden_size == 576
+    assert llm.tokenizer.padding_side == "left" and llm.tokenizer.pad_token is not None
+    assert llm.yes_id == single_token_id(llm.tokenizer, " Yes", "m")
+    assert not llm.model.training and not any(p.requires_grad for p in llm.model.parameters())
+    ids, mask = llm.tokenize(PROMPTS[:2])
+    s = score(llm, ids, mask)
+    assert s.shape == (2,) and torch.isfinite(s).all()
