@@ -178,6 +178,27 @@ def serve(
 
 
 @app.command()
+def benchmark(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
+    out: Path = typer.Option(..., "--out", help="Directory for the runs, results.md/.csv and the plots"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated, e.g. mf,tallrec,cora-mf (default: all of the paper's table and the two rate references)"),
+    preset: Optional[str] = typer.Option("cpu", "--preset", help="'cpu', 'paper' or a YAML file"),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run and of the test-row sample"),
+    max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Score at most N test rows (whole users, seeded; default: the preset's, else all)"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
+) -> None:
+    """Train (or reuse) every method on the same split and test rows; write the comparison table and plots."""
+    from corarec.benchmark import benchmark as benchmark_fn
+
+    summary = benchmark_fn(data=data, out=out, methods=methods, preset=preset, seed=seed,
+                           max_test_samples=max_test_samples, llm=llm, device=device, bf16=bf16)
+    typer.echo(summary["table"])
+    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'roc.png'}, {out / 'valid_auc.png'}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
 ) -> None:
