@@ -222,7 +222,10 @@ def _llm(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: d
 
     run = runs / entry.name
     spec = {"kind": "llm", "method": entry.method, "cf": entry.cf, "init": entry.init, "preset": preset,
-            "seed": seed, "llm": llm, "data": str(Path(data).resolve())}
+            "seed": seed, "llm": llm, "data": str(Path(data).resolve()),
+            # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
+            "cf_weights": _file_digest(runs / entry.cf / "model.safetensors") if entry.cf else None,
+            "init_weights": _file_digest(runs / entry.init / "model.safetensors") if entry.init else None}
     cached = _cached(run, spec, test_rows, rows)
     if cached is not None:
         return cached
@@ -321,6 +324,14 @@ def _save(run: Path, result: dict, spec: dict, test_rows: dict | None, rows: pd.
 def _difference(found: dict, wanted: dict) -> str:
     keys = [k for k in sorted(set(found) | set(wanted)) if found.get(k) != wanted.get(k)]
     return "; ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in keys[:3])
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _fingerprint(rows: pd.DataFrame) -> str:
