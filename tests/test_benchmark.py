@@ -19,6 +19,7 @@ run: {bf16: false, device: cpu}
 train: {max_steps: 2, eval_every: 1, batch_size: 8, warmup_steps: 0, lr: 1.0e-2, max_eval_samples: 24}
 tallrec: {rank: 4}
 collm: {rank: 4, hidden_factor: 2}
+cora: {rank: 2, alpha: 4, queries: 2, depth: 1, heads: 2}
 cf: {dim: 8, epochs: 2, batch_size: 64}
 benchmark: {max_test_samples: 40}
 """
@@ -39,7 +40,7 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     preset = tmp_path / "tiny.yaml"
     preset.write_text(PRESET)
     out = tmp_path / "bench"
-    methods = "item-rate,mf,icl,collm-mf"
+    methods = "item-rate,mf,icl,collm-mf,cora-mf"
 
     summary = benchmark(data, out, methods=methods, preset=str(preset), seed=0, llm=llm)
 
@@ -48,10 +49,10 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     for name in ("roc.png", "valid_auc.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "results.csv")
-    assert table["method"].tolist() == ["Item rate", "MF", "ICL", "CoLLM-MF"]  # tallrec: prerequisite only
+    assert table["method"].tolist() == ["Item rate", "MF", "ICL", "CoLLM-MF", "CoRA-MF"]  # tallrec: prerequisite only
     assert table["auc"].between(0, 1).all() and table["uauc"].between(0, 1).all()
     params = dict(zip(table["name"], table["trainable_parameters"]))
-    assert params["icl"] == 0 and params["collm-mf"] > 0 and params["mf"] > 0
+    assert params["icl"] == 0 and params["collm-mf"] > 0 and params["mf"] > 0 and params["cora-mf"] > 0
     markdown = (out / "results.md").read_text()
     assert "| CoLLM-MF |" in markdown and "roc.png" in markdown and "TALLRec" not in markdown
     assert (out / "runs" / "tallrec" / "adapter" / "adapter_model.safetensors").is_file()
@@ -60,7 +61,7 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     ds = read_dataset(data)
     rows = subsample_users(ds.test, 40, 0)
     assert summary["test_rows"]["rows"] == len(rows) <= 40
-    for name in ("item-rate", "mf", "icl", "collm-mf", "tallrec"):
+    for name in ("item-rate", "mf", "icl", "collm-mf", "tallrec", "cora-mf"):
         scores = pd.read_csv(out / "runs" / name / "test_scores.csv")
         assert np.array_equal(scores["user_id"], rows["user_id"]) and np.array_equal(scores["item_id"], rows["item_id"])
     item_rate = item_rate_scores(ds, "test")[rows.index.to_numpy()]
