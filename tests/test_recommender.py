@@ -9,7 +9,7 @@ import torch
 
 from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.errors import CorarecError
-from corarec.recommender import format_recommendations, pairs_frame, read_candidates
+from corarec.recommender import format_recommendations, pair_records, read_candidates
 from tiny_run import COLD_ITEM, COLD_USER, N_ITEMS, item_raw
 
 
@@ -79,18 +79,18 @@ def test_history_of_an_unknown_user_changes_its_score(recommender):
         recommender.score([{"user": "stranger", "item": "m1004", "history": ["m1000", "nope"]}])
 
 
-def test_pairs_frame_errors_name_the_row():
+def test_pair_records_errors_name_the_row():
     with pytest.raises(CorarecError, match="row 2: item is empty"):
-        pairs_frame([("u1", "m1"), ("u2", None)])
+        pair_records([("u1", "m1"), ("u2", None)])
     with pytest.raises(CorarecError, match="row 3: label must be 0 or 1"):
-        pairs_frame(pd.DataFrame({"user": ["a", "b", "c"], "item": ["x", "y", "z"], "label": ["1", "0", "yes"]}))
+        pair_records(pd.DataFrame({"user": ["a", "b", "c"], "item": ["x", "y", "z"], "label": ["1", "0", "yes"]}))
     with pytest.raises(CorarecError, match="row 1: expected"):
-        pairs_frame([("only-a-user",)])
+        pair_records([("only-a-user",)])
     with pytest.raises(CorarecError, match="missing column"):
-        pairs_frame(pd.DataFrame({"user_id": [1], "item": [2]}))
+        pair_records(pd.DataFrame({"user_id": [1], "item": [2]}))
     with pytest.raises(CorarecError, match="no pairs"):
-        pairs_frame([])
-    assert pairs_frame([(7, 7.0)]).iloc[0].tolist() == ["7", "7"]
+        pair_records([])
+    assert pair_records([(7, 7.0)]) == [{"user": "7", "item": "7"}]
 
 
 def test_recommend_excludes_seen_items_and_ranks_by_logit(recommender):

@@ -164,9 +164,10 @@ def serve(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Score concurrent requests together"),
     max_batch_size: int = typer.Option(64, "--max-batch-size", help="Most rows in one batched model call"),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to join its batch"),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="How long a request may wait for others to join its batch (0: batch only what queued up while the model was busy)"),
     max_pairs: int = typer.Option(1000, "--max-pairs", help="Most pairs in one /score request"),
     max_k: int = typer.Option(100, "--max-k", help="Largest k of /recommend"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
     """Serve a run over HTTP: POST /score, POST /recommend, GET /health, GET /info (docs at /docs)."""
@@ -174,7 +175,7 @@ def serve(
 
     serve_fn(run=run, host=host, port=port, data=data, device=device, batching=batching,
              max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_pairs=max_pairs, max_k=max_k,
-             log_level=log_level)
+             threads=threads, log_level=log_level)
 
 
 @app.command()

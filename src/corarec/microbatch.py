@@ -2,7 +2,9 @@
 
 Each request :meth:`~MicroBatcher.submit` s its rows and awaits their results. One worker task
 takes the first waiting request, then everything else already queued, then waits at most
-``max_wait_ms`` for more while fewer than ``max_batch_size`` rows are collected; it runs
+``max_wait_ms`` for more while fewer than ``max_batch_size`` rows are collected (with the default 0
+it waits for nothing: the requests that arrived while the model was busy form the next batch, so
+batching adds no latency to a lone request); it runs
 ``process`` once on all the rows (in a single worker thread, so the model is never called twice at
 the same time and the event loop stays free), and hands each request its own slice of the results.
 
@@ -31,7 +33,7 @@ class MicroBatcher(Generic[Row, Result]):
     """Collects rows of concurrent requests into batches for ``process(rows) -> results``."""
 
     def __init__(self, process: Callable[[list[Row]], Sequence[Result]], max_batch_size: int = 64,
-                 max_wait_ms: float = 5.0, enabled: bool = True) -> None:
+                 max_wait_ms: float = 0.0, enabled: bool = True) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_wait_ms < 0:

@@ -18,7 +18,7 @@ import pandas as pd
 from corarec.errors import CorarecError
 from corarec.io import atomic_path
 from corarec.metrics import metric_report
-from corarec.recommender import load, pairs_frame, read_table
+from corarec.recommender import load, pair_records, read_table
 
 
 def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Path | None = None,
@@ -28,7 +28,7 @@ def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Pat
     input, out = Path(input), Path(out)
     if out.suffix not in (".csv", ".parquet"):
         raise CorarecError(f"{out}: output must be a .csv or .parquet file")
-    pairs = pairs_frame(read_table(input), where=str(input))  # validate before loading the model
+    pairs = pair_records(read_table(input), where=str(input))  # validate before loading the model
     recommender = load(run, data=data, device=device, batch_size=batch_size)
     scores = recommender.score(pairs)
     write_table(out, scores)

@@ -79,7 +79,7 @@ class Recommender:
         ``history`` = list of raw item ids for an unknown user), or a list of ``(user, item)``
         tuples / ``{"user", "item"}`` dicts. Returns one row per pair, in order: user, item,
         [label], logit, probability, cold, cold_user, cold_item."""
-        rows = self.resolve(pairs_frame(pairs))
+        rows = self.resolve(pair_records(pairs))
         return self.scored(rows, self.logits(rows))
 
     def recommend(self, user: Any, k: int = 10, candidates: Sequence[Any] | None = None, pool: int = 100,
@@ -93,18 +93,16 @@ class Recommender:
         return self.ranked(rows, self.logits(rows), k)
 
     # ----- steps (the HTTP service runs the model call of several requests together) ----------
-    def resolve(self, pairs: pd.DataFrame) -> pd.DataFrame:
-        """Validated raw pairs → rows with internal ids, history and cold flags (raw columns kept)."""
-        users = [self.user_state(u, h if isinstance(h, list) else None, where=f"row {n}")
-                 for n, (u, h) in enumerate(zip(pairs["user"], _column(pairs, "history")), start=1)]
-        item_ids = np.asarray([self.item_ids.get(i, -1) for i in pairs["item"]], dtype=np.int64)
-        rows = pairs.copy()
-        rows["user_id"] = np.asarray([s.user_id for s in users], dtype=np.int64)
-        rows["item_id"] = item_ids
-        rows["history"] = [s.history for s in users]
-        rows["cold_user"] = [s.cold for s in users]
-        rows["cold_item"] = [int(i) not in self.train_items for i in item_ids]
-        rows["cold"] = rows["cold_user"] | rows["cold_item"]
+    def resolve(self, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validated pairs (:func:`pair_records`) → rows with internal ids, history and cold flags
+        (plain dicts: the HTTP service resolves every request, so this stays free of pandas)."""
+        rows = []
+        for n, pair in enumerate(pairs, start=1):
+            state = self.user_state(pair["user"], pair.get("history"), where=f"row {n}")
+            item_id = self.item_ids.get(pair["item"], -1)
+            cold_item = item_id not in self.train_items
+            rows.append({**pair, "user_id": state.user_id, "item_id": item_id, "history": state.history,
+                         "cold": state.cold or cold_item, "cold_user": state.cold, "cold_item": cold_item})
         return rows
 
     def user_state(self, user: Any, history: Sequence[Any] | None = None, where: str = "user") -> UserState:
@@ -177,12 +175,14 @@ class Recommender:
         return out
 
     @torch.no_grad()
-    def logits(self, rows: pd.DataFrame) -> np.ndarray:
+    def logits(self, rows: list[dict[str, Any]] | pd.DataFrame) -> np.ndarray:
         """The method's logits ``[N]`` for resolved rows (user_id, item_id, history), in batches of
         ``batch_size`` (the loop of :func:`corarec.evaluation.score_rows`, with the progress bar
         optional so that a server's log stays quiet)."""
         run, method = self.run, self.run.method
         method.eval()
+        if not isinstance(rows, pd.DataFrame):
+            rows = pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "history"])
         rows = rows[["user_id", "item_id", "history"]].reset_index(drop=True)
         out = np.empty(len(rows), dtype=np.float32)
         starts = range(0, len(rows), self.batch_size)
@@ -192,15 +192,14 @@ class Recommender:
                 out[start:start + len(batch)] = method.score(batch).float().cpu().numpy()  # [b]
         return out
 
-    def scored(self, rows: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
+    def scored(self, rows: list[dict[str, Any]], logits: Sequence[float]) -> pd.DataFrame:
         """The public result of :meth:`score` from resolved rows and their logits."""
-        out = pd.DataFrame({"user": rows["user"].to_numpy(), "item": rows["item"].to_numpy()})
-        if "label" in rows:
-            out["label"] = rows["label"].to_numpy()
+        columns = ["user", "item"] + (["label"] if rows and "label" in rows[0] else [])
+        out = pd.DataFrame({c: [r[c] for r in rows] for c in columns})
         out["logit"] = np.asarray(logits, dtype=np.float64)
         out["probability"] = sigmoid(out["logit"].to_numpy())
         for column in ("cold", "cold_user", "cold_item"):
-            out[column] = rows[column].to_numpy(dtype=bool)
+            out[column] = np.asarray([r[column] for r in rows], dtype=bool)
         return out
 
     def ranked(self, rows: pd.DataFrame, logits: np.ndarray, k: int) -> pd.DataFrame:
@@ -322,37 +321,39 @@ def format_recommendations(table: pd.DataFrame, title_width: int = 48) -> str:
 
 # ----- input tables ---------------------------------------------------------------------------------
 
-def pairs_frame(pairs: Any, where: str = "pairs") -> pd.DataFrame:
-    """Validate pairs (DataFrame, list of tuples or dicts) into ``user``, ``item`` as strings, plus
-    ``label`` (0/1) and ``history`` (list of raw ids) when given. Errors name the 1-based row."""
+def pair_records(pairs: Any, where: str = "pairs") -> list[dict[str, Any]]:
+    """Validate pairs (a DataFrame, or a list of ``(user, item[, history])`` tuples or dicts) into
+    dicts with ``user``, ``item`` as the dataset's string keys, plus ``label`` (0/1) and ``history``
+    (list of raw ids, or None) when the input has them. Errors name the 1-based row."""
     if isinstance(pairs, pd.DataFrame):
-        frame = pairs.reset_index(drop=True)
-    else:
-        records = []
-        for row, pair in enumerate(pairs, start=1):
-            if isinstance(pair, dict):
-                records.append(pair)
-            elif isinstance(pair, (tuple, list)) and len(pair) in (2, 3):
-                records.append(dict(zip(("user", "item", "history"), pair)))
-            else:
-                raise CorarecError(f"{where}: row {row}: expected (user, item) or {{'user': .., 'item': ..}}, got {pair!r}")
-        frame = pd.DataFrame.from_records(records, columns=None if records else list(PAIR_COLUMNS))
-    missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
-    if missing:
-        raise CorarecError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}")
-    if len(frame) == 0:
+        missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+        if missing:
+            raise CorarecError(f"{where}: missing column(s) {', '.join(missing)}; "
+                               f"found {', '.join(map(str, pairs.columns))}")
+        keep = [c for c in ("user", "item", "label", "history") if c in pairs.columns]
+        pairs = pairs[keep].to_dict("records")
+    out = []
+    for n, pair in enumerate(pairs, start=1):
+        if isinstance(pair, (tuple, list)) and len(pair) in (2, 3):
+            pair = dict(zip(("user", "item", "history"), pair))
+        elif not isinstance(pair, dict):
+            raise CorarecError(f"{where}: row {n}: expected (user, item) or {{'user': .., 'item': ..}}, got {pair!r}")
+        record: dict[str, Any] = {}
+        for column in PAIR_COLUMNS:
+            if column not in pair:
+                raise CorarecError(f"{where}: row {n}: missing '{column}'")
+            record[column] = normalise_id(pair[column])
+            if record[column] is None:
+                raise CorarecError(f"{where}: row {n}: {column} is empty")
+        if "label" in pair:
+            record["label"] = _label(pair["label"], f"{where}: row {n}")
+        if "history" in pair:
+            record["history"] = _history(pair["history"], f"{where}: row {n}")
+        out.append(record)
+    if not out:
         raise CorarecError(f"{where}: no pairs to score")
-    out = pd.DataFrame(index=frame.index)
-    for column in PAIR_COLUMNS:
-        values = [normalise_id(v) for v in frame[column]]
-        bad = [n for n, v in enumerate(values) if v is None]
-        if bad:
-            raise CorarecError(f"{where}: row {bad[0] + 1}: {column} is empty")
-        out[column] = values
-    if "label" in frame.columns:
-        out["label"] = [_label(v, f"{where}: row {n}") for n, v in enumerate(frame["label"], start=1)]
-    if "history" in frame.columns:
-        out["history"] = [_history(v, f"{where}: row {n}") for n, v in enumerate(frame["history"], start=1)]
+    if "label" in out[0] and any("label" not in r for r in out):
+        raise CorarecError(f"{where}: some pairs have a label and some do not")
     return out
 
 
@@ -415,10 +416,6 @@ def _history(value: Any, where: str) -> list[str] | None:
     if any(i is None for i in ids):
         raise CorarecError(f"{where}: history holds an empty item id")
     return ids
-
-
-def _column(frame: pd.DataFrame, name: str) -> list:
-    return frame[name].tolist() if name in frame else [None] * len(frame)
 
 
 def _user_histories(splits: dict[str, pd.DataFrame]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:

@@ -21,15 +21,14 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
-import pandas as pd
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from corarec.errors import CorarecError
 from corarec.microbatch import MicroBatcher
-from corarec.recommender import Recommender, load, pairs_frame
+from corarec.recommender import Recommender, load, pair_records, sigmoid
 
 RawId = Union[str, int]
 
@@ -42,8 +41,9 @@ class ServeSettings:
     """Score the rows of concurrent requests together (off: one request per model call)."""
     max_batch_size: int = 64
     """Most rows collected into one model call (a larger single request is still scored whole)."""
-    max_wait_ms: float = 5.0
-    """How long the first waiting request may wait for others to join its batch."""
+    max_wait_ms: float = 0.0
+    """How long the first waiting request may wait for others to join its batch. 0 (default):
+    no added latency — the requests that arrived while the model was busy form the next batch."""
     max_pairs: int = 1000
     """Most pairs in one ``/score`` request."""
     max_k: int = 100
@@ -110,8 +110,8 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
     recommender.progress = False  # no progress bars in the server's log
     ScoreRequest, ScoreResponse, RecommendRequest, RecommendResponse = request_models(s)
 
-    def process(rows: list[dict]) -> list[float]:
-        return recommender.logits(pd.DataFrame.from_records(rows)).tolist()
+    def process(rows: list[dict]) -> list[float]:  # runs on the model thread
+        return recommender.logits(rows).tolist()
 
     batcher = MicroBatcher(process, s.max_batch_size, s.max_wait_ms, enabled=s.batching)
     started = time.time()
@@ -131,12 +131,12 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
     async def score(request: ScoreRequest) -> dict:
         """Score (user, item) pairs: the logit of "Yes" and its probability, per pair, in order."""
         try:
-            rows = recommender.resolve(pairs_frame([p.model_dump(exclude_none=True) for p in request.pairs]))
+            rows = recommender.resolve(pair_records([p.model_dump(exclude_none=True) for p in request.pairs]))
         except CorarecError as e:
             raise _unprocessable(e, "pairs")
-        logits = await batcher.submit(_model_rows(rows))
-        scored = recommender.scored(rows, logits)
-        return {"scores": scored[["user", "item", "logit", "probability", "cold"]].to_dict("records")}
+        logits = await batcher.submit(rows)
+        return {"scores": [{"user": r["user"], "item": r["item"], "logit": x, "probability": float(sigmoid(x)),
+                            "cold": r["cold"]} for r, x in zip(rows, logits)]}
 
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
     async def recommend(request: RecommendRequest) -> dict:
@@ -149,7 +149,7 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
                                      request.pool, request.history)
         except CorarecError as e:
             raise _unprocessable(e, "candidates" if request.candidates else "user")
-        logits = await batcher.submit(_model_rows(rows))
+        logits = await batcher.submit(rows[["user_id", "item_id", "history"]].to_dict("records"))
         ranked = recommender.ranked(rows, logits, request.k)
         return {"user": str(request.user), "cold": state.cold, "items": ranked.to_dict("records")}
 
@@ -169,21 +169,25 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, data: str | Path | None = None,
-          device: str | None = None, batching: bool = True, max_batch_size: int = 64, max_wait_ms: float = 5.0,
-          max_pairs: int = 1000, max_k: int = 100, log_level: str = "info") -> None:
-    """Load ``run`` once and serve it over HTTP with uvicorn until interrupted."""
+          device: str | None = None, batching: bool = True, max_batch_size: int = 64, max_wait_ms: float = 0.0,
+          max_pairs: int = 1000, max_k: int = 100, threads: int | None = None, log_level: str = "info") -> None:
+    """Load ``run`` once and serve it over HTTP with uvicorn until interrupted.
+
+    ``threads`` sets torch's CPU threads (default: torch's choice); on a busy shared CPU fewer
+    threads than cores avoids the steep slow-down of oversubscribed OpenMP threads.
+    """
+    import torch
     import uvicorn
+
+    if threads is not None:
+        if threads < 1:
+            raise CorarecError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
     settings = ServeSettings(batching=batching, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                              max_pairs=max_pairs, max_k=max_k)
     app = create_app(run, data=data, device=device, settings=settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
-
-
-def _model_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """What the model call needs of each resolved row."""
-    return [{"user_id": int(u), "item_id": int(i), "history": list(h)}
-            for u, i, h in zip(rows["user_id"], rows["item_id"], rows["history"])]
 
 
 def _unprocessable(error: Exception | str, field: str) -> HTTPException:
