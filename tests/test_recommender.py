@@ -40,15 +40,18 @@ def test_known_user_history_is_all_positives_in_time_order(recommender):
 
 def test_score_matches_the_method_on_a_hand_built_batch(recommender):
     run = recommender.run
-    out = recommender.score([("u03", "m1005"), ("u04", item_raw(7))])
     ds = recommender.dataset
-    rows = pd.DataFrame({"user_id": [3, 4], "item_id": [5, 7],
-                         "history": [_positives_in_time_order(ds, 3), _positives_in_time_order(ds, 4)]})
+    liked = _positives_in_time_order(ds, 3)
+    pairs = [("u03", item_raw(liked[1])), ("u03", "m1029"), ("u04", item_raw(7))]
+    out = recommender.score(pairs)
+    rows = pd.DataFrame({"user_id": [3, 3, 4], "item_id": [liked[1], 29, 7],
+                         "history": [liked[:1] + liked[2:],  # a pair's own item leaves its history
+                                     liked, [i for i in _positives_in_time_order(ds, 4) if i != 7]]})
     with torch.no_grad():
         expected = run.method.score(run.batcher(rows).to(run.device)).float().numpy()
     np.testing.assert_allclose(out["logit"].to_numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["probability"], 1 / (1 + np.exp(-out["logit"])), rtol=1e-9)
-    assert list(out["user"]) == ["u03", "u04"] and list(out["item"]) == ["m1005", item_raw(7)]
+    assert list(zip(out["user"], out["item"])) == pairs
 
 
 def test_score_flags_unknown_and_cold_pairs_and_never_drops_them(recommender):
@@ -152,3 +155,24 @@ def test_format_and_read_candidates(recommender, tmp_path):
     pd.DataFrame({"x": [1]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CorarecError, match="needs an 'item' column"):
         read_candidates(tmp_path / "bad.csv")
+
+
+def test_a_run_without_cf_model_pools_by_popularity(tiny_run, tmp_path):
+    """A zero-shot ICL run has no CF model: the pool is the most-liked unseen train items."""
+    import corarec
+    from corarec.training import train
+
+    train(method="icl", data=tiny_run.data, out=tmp_path / "icl", llm=str(tiny_run.llm), device="cpu", bf16=False)
+    icl = corarec.load(tmp_path / "icl")
+    assert icl.cf is None and icl.info()["cf"] is None and icl.info()["method"] == "icl"
+    state = icl.user_state("u05")
+    ds = icl.dataset
+    liked = ds.train[ds.train["label"] == 1]["item_id"].value_counts()
+    unseen = [i for i in range(N_ITEMS) if i not in state.seen]
+    counts = np.asarray([liked.get(i, 0) for i in unseen])
+    pool = set(np.asarray(unseen)[np.argsort(-counts, kind="stable")[:5]].tolist())
+    rows = icl.candidates("u05", k=2, pool=5)
+    assert set(rows["item_id"]) == pool and "cf_logit" not in rows
+    top = icl.recommend("u05", k=2, pool=5)
+    assert len(top) == 2 and "cf_logit" not in top
+    assert icl.score([("u05", "m1001")])["logit"].notna().all()

@@ -5,6 +5,9 @@ and handles everyone:
 
 - a **known user**'s history is every item they liked in the dataset (all splits, time order), and
   the items they interacted with (any label, any split) are left out of their recommendations;
+  a pair's own item is left out of its history (a prompt never says the user already liked the
+  item it asks about). Scoring the dataset's own test rows this way is *not* the evaluation
+  protocol (whose history holds only earlier positives): use ``corarec evaluate`` for metrics;
 - an **unknown user** (not in the dataset) is scored with the CF model's cold-start (fold-in)
   embedding, built from the ``history`` passed with the request, if any;
 - an **unknown item** is scored with the CF model's fallback item embedding (the mean train item)
@@ -101,7 +104,8 @@ class Recommender:
             state = self.user_state(pair["user"], pair.get("history"), where=f"row {n}")
             item_id = self.item_ids.get(pair["item"], -1)
             cold_item = item_id not in self.train_items
-            rows.append({**pair, "user_id": state.user_id, "item_id": item_id, "history": state.history,
+            rows.append({**pair, "user_id": state.user_id, "item_id": item_id,
+                         "history": _without(state.history, item_id),
                          "cold": state.cold or cold_item, "cold_user": state.cold, "cold_item": cold_item})
         return rows
 
@@ -143,7 +147,7 @@ class Recommender:
             items = [i for i in items if i not in state.seen]
         rows = pd.DataFrame({"user": normalise_id(user), "item": self.item_raw[items] if items else [],
                              "user_id": state.user_id, "item_id": np.asarray(items, dtype=np.int64)})
-        rows["history"] = [state.history] * len(rows)
+        rows["history"] = [_without(state.history, i) for i in rows["item_id"]]
         if candidates is None and len(rows) > pool:
             prior = self.prior_scores(state, rows["item_id"].to_numpy())
             keep = np.argsort(-prior, kind="stable")[:pool]
@@ -416,6 +420,11 @@ def _history(value: Any, where: str) -> list[str] | None:
     if any(i is None for i in ids):
         raise CorarecError(f"{where}: history holds an empty item id")
     return ids
+
+
+def _without(history: list[int], item: int) -> list[int]:
+    """``history`` without ``item`` (the same list when it does not hold it)."""
+    return [i for i in history if i != item] if item in history else history
 
 
 def _user_histories(splits: dict[str, pd.DataFrame]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
