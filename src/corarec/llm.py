@@ -83,7 +83,8 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
     """Load a frozen causal LM by alias (``smollm2-135m``), local directory or cached HF id.
 
     ``autocast=False`` keeps full fp32 precision; otherwise bf16 (or fp16 on CUDA without bf16)
-    is used where the hardware supports it (:func:`autocast_dtype`).
+    is used where the hardware supports it (:func:`autocast_dtype`), and on CUDA the frozen
+    weights are then stored in that dtype too.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,9 +102,13 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
         raise CorarecError(f"--llm {name}: not a model directory")
     else:
         path, kwargs = name, {"local_files_only": True}  # an HF id, from the local HF cache only
+    mixed = autocast_dtype(device) if autocast else None
+    # Frozen weights need no fp32 master copy: on a GPU they are stored in the autocast dtype (a 7B
+    # model takes 14 GB, not 28). On a CPU they stay fp32 and autocast casts per matmul.
+    weights_dtype = mixed if (mixed is not None and device.type == "cuda") else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype, **kwargs)
     except (OSError, ValueError) as e:  # missing files / not in the local HF cache / bad tokenizer
         raise CorarecError(
             f"--llm {name}: cannot load it offline ({str(e).splitlines()[0]}); pass a local model "
@@ -124,7 +129,7 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
         no_id=single_token_id(tokenizer, NO, name),
         hidden_size=int(model.config.hidden_size),
         n_layers=len(decoder_layers(model)),
-        autocast_dtype=autocast_dtype(device) if autocast else None,
+        autocast_dtype=mixed,
     )
 
 

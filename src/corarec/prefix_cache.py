@@ -138,6 +138,7 @@ class PrefixCache:
             "fingerprint": llm_fingerprint(llm),
             "template": template_id,
             "layer": layer,
+            "weights_dtype": str(next(llm.model.parameters()).dtype),
             "compute_dtype": str(llm.autocast_dtype or torch.float32),
             "dtype": str(dtype),
         }
