@@ -69,8 +69,8 @@ class PromptBatcher:
         prompts = [self.prompt(h, int(i)) for h, i in zip(histories, items)]
         tokens = self.tokenizer(prompts, return_tensors="pt", padding=True)
         cf = CFBatch(
-            users=torch.as_tensor(rows["user_id"].to_numpy(), dtype=torch.long),     # [B]
-            items=torch.as_tensor(items, dtype=torch.long),                          # [B]
+            users=torch.tensor(rows["user_id"].to_numpy(), dtype=torch.long),     # [B]
+            items=torch.tensor(items, dtype=torch.long),                            # [B]
             history=history_tensor(histories, self.cf_history_len),                  # [B, L]
         )
         labels = rows["label"].to_numpy() if "label" in rows else np.zeros(len(rows))
@@ -78,7 +78,7 @@ class PromptBatcher:
             input_ids=tokens["input_ids"],
             attention_mask=tokens["attention_mask"],
             cf=cf,
-            labels=torch.as_tensor(labels, dtype=torch.float32),
+            labels=torch.tensor(labels, dtype=torch.float32),
             prompts=prompts,
         )
 

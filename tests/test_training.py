@@ -1,0 +1,96 @@
+"""The shared training loop end to end on a tiny dataset, a tiny MF run and a random 2-layer Llama:
+run-directory contents, exact resume after an interruption, reproducibility, evaluation."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from corarec import training
+from corarec.errors import CorarecError
+from corarec.evaluation import evaluate
+from corarec.io import load_tensors, read_json
+from tiny_run import tiny_dataset, tiny_llm
+
+SETTINGS = dict(method_settings=dict(rank=4, alpha=8.0, queries=2, depth=1, heads=2, fold_in_fraction=0.5),
+                train_settings=dict(max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1,
+                                    lr=1e-2))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    from corarec.cf import train_cf
+    from corarec.data.schema import write_dataset
+
+    root = tmp_path_factory.mktemp("training")
+    data = write_dataset(tiny_dataset(), root / "data")
+    train_cf(data, "mf", root / "cf", dim=16, epochs=2, batch_size=32, progress=False)
+    return dict(data=data, cf=root / "cf", llm=str(tiny_llm(root / "llm")))
+
+
+def run_cora(inputs, out, **kwargs):
+    return training.train(method="cora", out=out, seed=0, device="cpu", bf16=False, **inputs, **SETTINGS, **kwargs)
+
+
+def test_run_directory_holds_config_weights_and_metrics_but_nothing_of_the_llm(inputs, tmp_path):
+    metrics = run_cora(inputs, tmp_path / "run")
+    assert metrics["finished"] and metrics["steps"] == 4
+    assert [point["step"] for point in metrics["valid_curve"]] == [2, 4]
+    assert metrics["best_valid_auc"] == max(p["valid_auc"] for p in metrics["valid_curve"])
+    config = read_json(tmp_path / "run" / "config.json")
+    assert config["method"] == "cora" and config["seed"] == 0 and config["cf"] == str(inputs["cf"])
+    assert config["method_config"]["rank"] == 4 and config["train"]["max_steps"] == 4
+    weights = load_tensors(tmp_path / "run" / "model.safetensors")
+    assert weights and all(k.startswith(("generator.", "injector.")) for k in weights)
+    assert any(k.endswith(".P") and v.abs().sum() > 0 for k, v in weights.items())  # P moved off zero
+
+
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(inputs, tmp_path, monkeypatch):
+    run_cora(inputs, tmp_path / "straight")
+
+    calls = {"n": 0}
+    original = training.validate
+
+    def validate_then_crash(*args, **kwargs):
+        original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after the first checkpoint
+
+    monkeypatch.setattr(training, "validate", validate_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_cora(inputs, tmp_path / "resumed")
+    monkeypatch.setattr(training, "validate", original)
+    assert not read_json(tmp_path / "resumed" / "metrics.json")["finished"]
+
+    metrics = training.train(out=tmp_path / "resumed", resume=True)
+    straight = read_json(tmp_path / "straight" / "metrics.json")
+    assert metrics["finished"]
+    assert [p["valid_auc"] for p in metrics["valid_curve"]] == [p["valid_auc"] for p in straight["valid_curve"]]
+    a = load_tensors(tmp_path / "straight" / "checkpoint" / "trainable.safetensors")
+    b = load_tensors(tmp_path / "resumed" / "checkpoint" / "trainable.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_command_same_metrics_and_no_silent_overwrite(inputs, tmp_path):
+    first = run_cora(inputs, tmp_path / "a")
+    second = run_cora(inputs, tmp_path / "b")
+    assert first["valid_curve"] == [dict(p, seconds=q["seconds"]) for p, q in zip(second["valid_curve"], first["valid_curve"])]
+    with pytest.raises(CorarecError, match="already holds a run"):
+        run_cora(inputs, tmp_path / "a")
+    with pytest.raises(CorarecError, match="not a run directory"):
+        training.train(out=tmp_path / "nothing", resume=True)
+
+
+def test_evaluate_writes_split_metrics_and_predictions(inputs, tmp_path):
+    run_cora(inputs, tmp_path / "run")
+    metrics = evaluate(tmp_path / "run", split="test", predictions=tmp_path / "pred.csv")
+    assert set(metrics) >= {"all", "warm", "cold"}
+    assert read_json(tmp_path / "run" / "metrics.json")["test"]["all"] == metrics["all"]
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert len(pred) == metrics["all"]["rows"]
+    assert pred["user"].str.startswith("u").all() and pred["item"].str.startswith("m").all()  # raw ids
+    assert ((pred["probability"] > 0) & (pred["probability"] < 1)).all()
+    with pytest.raises(CorarecError, match="unknown split"):
+        evaluate(tmp_path / "run", split="dev")
