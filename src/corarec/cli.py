@@ -89,7 +89,7 @@ def train(
         method=method, data=data, out=out, cf=cf, llm=llm, preset=preset, resume=resume, init=init,
         seed=seed, device=device, bf16=bf16,
         method_settings=dict(rank=rank, alpha=alpha, targets=targets, layers=layers, queries=queries,
-                             generator_depth=generator_depth, cache_prefix=cache_prefix,
+                             depth=generator_depth, cache_prefix=cache_prefix,
                              fold_in_fraction=fold_in_fraction, score_mode=score_mode),
         train_settings=dict(lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                             max_steps=max_steps, warmup_steps=warmup_steps, eval_every=eval_every,
