@@ -65,8 +65,6 @@ class Recommender:
         self.titles: list[str] = ds.titles()
         self.item_raw = np.asarray([str(x) for x in (ds.items["item_raw"] if "item_raw" in ds.items else ds.items["item_id"])],
                                    dtype=object)
-        self.user_raw = (np.asarray(ds.users["user_raw"].astype(str), dtype=object) if ds.users is not None
-                         else np.asarray([str(u) for u in range(ds.n_users)], dtype=object))
         self.user_ids = ds.user_index()
         self.item_ids = ds.item_index()
         self.train_users = set(pd.unique(ds.train["user_id"]).tolist())
