@@ -1,0 +1,23 @@
+"""Collaborative-filtering models (MF, LightGCN, SASRec) behind one interface, and their training."""
+
+from corarec.cf.base import HISTORY_PAD, CFBatch, CFModel, history_tensor
+from corarec.cf.checkpoint import build_model, load_cf, save_cf
+from corarec.cf.config import CF_MODELS, CFConfig, make_config
+from corarec.cf.train import evaluate, predict, rows_tensors, train_cf
+
+__all__ = [
+    "CF_MODELS",
+    "HISTORY_PAD",
+    "CFBatch",
+    "CFConfig",
+    "CFModel",
+    "build_model",
+    "evaluate",
+    "history_tensor",
+    "load_cf",
+    "make_config",
+    "predict",
+    "rows_tensors",
+    "save_cf",
+    "train_cf",
+]

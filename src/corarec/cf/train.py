@@ -1,0 +1,170 @@
+"""Train a CF model on a prepared dataset: Adam, BCE, early stopping on valid AUC, best epoch kept.
+
+``train_cf`` is the library side of ``corarec train-cf``; it writes a run directory
+(``config.json``, ``model.safetensors``, ``metrics.json``) and returns the metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from corarec.cf.base import CFBatch, CFModel, history_tensor
+from corarec.cf.checkpoint import build_model, save_cf
+from corarec.cf.config import GRID, CFConfig, make_config
+from corarec.data.schema import Dataset, read_dataset
+from corarec.errors import CorarecError
+from corarec.io import atomic_dir, write_json
+from corarec.metrics import auc, metric_report, warm_mask
+
+
+def rows_tensors(frame: pd.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
+    """Tensors of a split: users [N], items [N], labels [N], history [N, max_len]."""
+    return {
+        "users": torch.tensor(frame["user_id"].to_numpy(), dtype=torch.long),
+        "items": torch.tensor(frame["item_id"].to_numpy(), dtype=torch.long),
+        "labels": torch.tensor(frame["label"].to_numpy(), dtype=torch.float32),
+        "history": history_tensor(frame["history"].tolist(), max_len),
+    }
+
+
+def batches(rows: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[CFBatch, torch.Tensor]]:
+    """(CFBatch, labels) in order, or shuffled when a ``generator`` is given."""
+    n = len(rows["labels"])
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield CFBatch(rows["users"][idx], rows["items"][idx], rows["history"][idx]), rows["labels"][idx]
+
+
+@torch.no_grad()
+def predict(model: CFModel, rows: dict[str, torch.Tensor] | pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
+    """CTR logits [N] for every row of a split (a DataFrame or :func:`rows_tensors`)."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows_tensors(rows, model.max_len)
+    was_training = model.training
+    model.eval()
+    out = [model(batch) for batch, _ in batches(rows, batch_size)]
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def evaluate(model: CFModel, ds: Dataset, split: str) -> dict[str, Any]:
+    """:func:`corarec.metrics.metric_report` (all / warm / cold) of ``model`` on a split."""
+    frame = ds.splits[split]
+    scores = predict(model, frame)
+    return metric_report(frame["user_id"], frame["label"], scores, warm_mask(frame, ds.train), items=frame["item_id"])
+
+
+def fit(config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True) -> tuple[CFModel, dict[str, Any]]:
+    """Train one model; returns it holding the best-valid-AUC weights, and the training log."""
+    seed_everything(config.seed)
+    model = build_model(config, ds.n_users, ds.n_items)
+    model.fit_train(train["users"], train["items"], train["labels"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    valid_labels = valid["labels"].numpy()
+    best_auc, best_epoch, best_state, log = -1.0, 0, None, []
+    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model} lr={config.lr:g} wd={config.weight_decay:g}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for batch, labels in batches(train, config.batch_size, generator):
+            loss = model.loss(batch, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(labels), count + len(labels)
+        valid_auc = auc(valid_labels, predict(model, valid))
+        log.append({"epoch": epoch, "train_loss": total / count, "valid_auc": valid_auc})
+        bar.set_postfix(loss=f"{total / count:.4f}", valid_auc=f"{valid_auc:.4f}")
+        if valid_auc > best_auc:
+            best_auc, best_epoch, best_state = valid_auc, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    return model.eval(), {"best_epoch": best_epoch, "best_valid_auc": best_auc, "epochs": log}
+
+
+def train_cf(
+    data: str | Path,
+    model: str,
+    out: str | Path,
+    dim: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    patience: int | None = None,
+    grid: bool = False,
+    seed: int | None = None,
+    bias: bool | None = None,
+    layers: int | None = None,
+    heads: int | None = None,
+    dropout: float | None = None,
+    max_len: int | None = None,
+    fold_in: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a CF model (``mf``, ``lightgcn``, ``sasrec``) on a prepared dataset and write a run dir.
+
+    ``None`` arguments take the model's preset (:mod:`corarec.cf.config`). With ``grid`` every
+    lr × weight-decay pair of ``GRID[model]`` is trained (other arguments as given) and the best on
+    valid AUC is kept. Returns the metrics written to ``out/metrics.json``.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
+        raise CorarecError(f"{out}: exists and is not a run directory; choose another --out")
+    ds = read_dataset(data)
+    base = make_config(
+        model, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
+        patience=patience, seed=seed, bias=bias, layers=layers, heads=heads, dropout=dropout,
+        max_len=max_len, fold_in=fold_in,
+    )
+    train, valid = rows_tensors(ds.train, base.max_len), rows_tensors(ds.valid, base.max_len)
+    candidates = [base]
+    if grid:
+        space = GRID[model]
+        candidates = [CFConfig(**{**base.to_dict(), "lr": a, "weight_decay": w}) for a, w in itertools.product(space["lr"], space["weight_decay"])]
+
+    start = time.perf_counter()
+    best_model, best_log, best_config, grid_log = None, None, None, []
+    for config in candidates:
+        fitted, log = fit(config, ds, train, valid, progress)
+        grid_log.append({"lr": config.lr, "weight_decay": config.weight_decay, "best_epoch": log["best_epoch"], "valid_auc": log["best_valid_auc"]})
+        if best_log is None or log["best_valid_auc"] > best_log["best_valid_auc"]:
+            best_model, best_log, best_config = fitted, log, config
+    seconds = time.perf_counter() - start
+
+    metrics: dict[str, Any] = {
+        "model": model,
+        "dataset": ds.name,
+        "valid": evaluate(best_model, ds, "valid"),
+        "test": evaluate(best_model, ds, "test"),
+        "best_epoch": best_log["best_epoch"],
+        "train_seconds": round(seconds, 2),
+        "epochs": best_log["epochs"],
+    }
+    if grid:
+        metrics["grid"] = grid_log
+    run_info = {"data": str(Path(data).resolve()), "dataset": ds.name}
+    with atomic_dir(out) as tmp:
+        save_cf(best_model, tmp, best_config, run_info)
+        write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
