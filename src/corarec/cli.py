@@ -48,6 +48,40 @@ def prepare(
     typer.echo(f"wrote {out}")
 
 
+@app.command("train-cf")
+def train_cf(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
+    model: str = typer.Option(..., "--model", help="mf, lightgcn or sasrec"),
+    out: Path = typer.Option(..., "--out", help="Run directory to write (config.json, model.safetensors, metrics.json)"),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding size (default 256, the paper's)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default: the model's preset)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay (default: the model's preset)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum passes over the train rows"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Train rows per step"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Epochs without a better valid AUC before stopping"),
+    grid: bool = typer.Option(False, "--grid", help="Search a small lr x weight-decay grid; keep the best on valid AUC"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
+    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="MF/LightGCN: user, item and global biases (default on)"),
+    layers: Optional[int] = typer.Option(None, "--layers", help="LightGCN propagation layers / SASRec blocks (default 2)"),
+    heads: Optional[int] = typer.Option(None, "--heads", help="SASRec attention heads"),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="SASRec dropout"),
+    max_len: Optional[int] = typer.Option(None, "--max-len", help="History items read by SASRec and the fold-in (default 25)"),
+    fold_in: Optional[str] = typer.Option(None, "--fold-in", help="MF/LightGCN embedding of users new to train: learned or mean"),
+) -> None:
+    """Train a CF model (MF, LightGCN or SASRec) on a prepared dataset and print its metrics."""
+    from corarec.cf import train_cf as train_cf_fn
+    from corarec.evaluation import format_metrics
+
+    metrics = train_cf_fn(
+        data=data, model=model, out=out, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs,
+        batch_size=batch_size, patience=patience, grid=grid, seed=seed, bias=bias, layers=layers,
+        heads=heads, dropout=dropout, max_len=max_len, fold_in=fold_in,
+    )
+    typer.echo(format_metrics(metrics["valid"], f"valid (best epoch {metrics['best_epoch']}):"))
+    typer.echo(format_metrics(metrics["test"], "test:"))
+    typer.echo(f"wrote {out}")
+
+
 @app.command()
 def train(
     method: str = typer.Option("cora", "--method", help="cora, tallrec, collm or icl"),
