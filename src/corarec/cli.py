@@ -236,11 +236,14 @@ def benchmark(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
+    preset: str = typer.Option("cpu", "--preset", help="Training preset for CoRA-MF"),
+    max_test_samples: int = typer.Option(2000, "--max-test-samples", help="Test rows scored (whole users)"),
+    seed: int = typer.Option(0, "--seed", help="Random seed"),
 ) -> None:
     """Run the main job on the bundled MovieLens-100K and SmolLM2 and print the results."""
     from corarec.demo import demo as demo_fn
 
-    typer.echo(demo_fn(out=out))
+    typer.echo(demo_fn(out=out, preset=preset, max_test_samples=max_test_samples, seed=seed))
 
 
 def main() -> None:
