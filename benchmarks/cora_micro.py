@@ -57,7 +57,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--depth", type=int, default=8, help="generator blocks (paper: 8)")
     ap.add_argument("--cf-dim", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--only", default=None, help="comma-separated variant numbers to time (1-5)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     llm = load_llm("smollm2-135m")
     ids, mask = llm.tokenize(prompts(args.batch))
@@ -110,6 +114,9 @@ def main() -> None:
             "CoRA train step, top:8": lambda: step(top, opt_top),
             "CoRA train step, top:8 + cached prefix": lambda: step(cached, opt_cached, cache),
         }
+        if args.only:
+            keep = {int(x) for x in args.only.split(",")}
+            variants = {k: v for n, (k, v) in enumerate(variants.items(), 1) if n in keep or n == 1}
         times: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(args.repeats + 1):  # round 0 is warm-up
             for name, fn in variants.items():
