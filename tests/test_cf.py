@@ -177,6 +177,8 @@ def test_bad_arguments_are_clear_errors(data_dir, tmp_path):
         train_cf(data_dir, "bpr", tmp_path / "x")
     with pytest.raises(CorarecError, match="not found"):
         train_cf(tmp_path / "missing", "mf", tmp_path / "x")
+    with pytest.raises(CorarecError, match="unknown device 'tpu'"):
+        train_cf(data_dir, "mf", tmp_path / "x", device="tpu")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     with pytest.raises(CorarecError, match="not a run directory"):

@@ -67,6 +67,7 @@ def train_cf(
     dropout: Optional[float] = typer.Option(None, "--dropout", help="SASRec dropout"),
     max_len: Optional[int] = typer.Option(None, "--max-len", help="History items read by SASRec and the fold-in (default 25)"),
     fold_in: Optional[str] = typer.Option(None, "--fold-in", help="MF/LightGCN embedding of users new to train: learned or mean"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
 ) -> None:
     """Train a CF model (MF, LightGCN or SASRec) on a prepared dataset and print its metrics."""
     from corarec.cf import train_cf as train_cf_fn
@@ -75,7 +76,7 @@ def train_cf(
     metrics = train_cf_fn(
         data=data, model=model, out=out, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs,
         batch_size=batch_size, patience=patience, grid=grid, seed=seed, bias=bias, layers=layers,
-        heads=heads, dropout=dropout, max_len=max_len, fold_in=fold_in,
+        heads=heads, dropout=dropout, max_len=max_len, fold_in=fold_in, device=device,
     )
     typer.echo(format_metrics(metrics["valid"], f"valid (best epoch {metrics['best_epoch']}):"))
     typer.echo(format_metrics(metrics["test"], "test:"))

@@ -45,15 +45,18 @@ class DotCF(CFModel):
         """Final (user table [n_users, dim], item table [n_items, dim])."""
 
     # ----- pieces ------------------------------------------------------------------------------
-    def _users(self, batch: CFBatch, user_table: Tensor, item_table: Tensor, fold_in: Tensor | None) -> tuple[Tensor, Tensor]:
-        """User embedding [B, dim] and bias [B]: own row when warm, fold-in otherwise."""
+    def _users(
+        self, batch: CFBatch, user_table: Tensor, item_table: Tensor, fold_in: Tensor | None,
+        fold: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """User embedding [B, dim] and bias [B]: own row when warm, fold-in (given or computed) otherwise."""
         warm = self.warm_users(batch.users)  # [B]
         if fold_in is not None:
             warm = warm & ~fold_in.to(warm.device).bool()
         safe = batch.users.clamp(0, self.n_users - 1)
         own = user_table[safe]  # [B, dim]
         own_b = self.user_bias[safe] if self.use_bias else own.new_zeros(len(batch))  # [B]
-        fold, fold_b = self._fold(batch, user_table, item_table)  # [B, dim], [B]
+        fold, fold_b = fold if fold is not None else self._fold(batch, user_table, item_table)  # [B, dim], [B]
         return torch.where(warm.unsqueeze(-1), own, fold), torch.where(warm, own_b, fold_b)
 
     def _fold(self, batch: CFBatch, user_table: Tensor, item_table: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,6 +90,6 @@ class DotCF(CFModel):
     def loss(self, batch: CFBatch, labels: Tensor) -> Tensor:
         user_table, item_table = self.tables()
         i, ib = self._items(batch, item_table)
-        u, ub = self._users(batch, user_table, item_table, None)
         f, fb = self._fold(batch, user_table, item_table)
+        u, ub = self._users(batch, user_table, item_table, None, fold=(f, fb))
         return self.bce(self._logit(u, ub, i, ib), labels) + self.bce(self._logit(f, fb, i, ib), labels)

@@ -21,6 +21,7 @@ or the mean train user embedding (``mean``), and the offset bias / mean user bia
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 FOLD_IN_RULES = ("learned", "mean")
@@ -57,15 +58,15 @@ class HistoryFoldIn(nn.Module):
         valid = history >= 0
         safe = history.clamp(0, self.n_items - 1)  # [B, L]
         valid = valid & item_seen[safe]
-        w = valid.float().unsqueeze(-1)  # [B, L, 1]
-        count = w.sum(1)  # [B, 1]
+        w = valid.float()  # [B, L]
+        count = w.sum(1, keepdim=True)  # [B, 1]
         has = count > 0  # [B, 1]
         if self.rule == "learned":
-            vec = (self.item_vec(safe) * w).sum(1) / count.clamp(min=1)  # [B, dim]
-            bias = (self.item_bias(safe) * w).sum(1) / count.clamp(min=1)  # [B, 1]
+            vec = _bag_mean(safe, self.item_vec.weight, w, count)  # [B, dim]
+            bias = _bag_mean(safe, self.item_bias.weight, w, count)  # [B, 1]
             return vec + self.offset, (bias + self.offset_bias).squeeze(-1)
         mean_user = user_table[user_seen].mean(0) if bool(user_seen.any()) else user_table.mean(0)  # [dim]
-        vec = (item_table[safe] * w).sum(1) / count.clamp(min=1)  # [B, dim]
+        vec = _bag_mean(safe, item_table, w, count)  # [B, dim]
         vec = torch.where(has, vec, mean_user.expand_as(vec))
         if user_bias is None:
             bias = vec.new_zeros(vec.shape[0])
@@ -73,3 +74,9 @@ class HistoryFoldIn(nn.Module):
             mb = user_bias[user_seen].mean() if bool(user_seen.any()) else user_bias.mean()
             bias = mb.expand(vec.shape[0])  # [B]
         return vec, bias
+
+
+def _bag_mean(index: Tensor, table: Tensor, weight: Tensor, count: Tensor) -> Tensor:
+    """Weighted mean of ``table`` rows [B, d] over ``index`` [B, L] (weights 0/1, ``count`` [B, 1])."""
+    total = F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)  # [B, d]
+    return total / count.clamp(min=1)

@@ -64,7 +64,8 @@ class LightGCN(DotCF):
     def tables(self) -> tuple[Tensor, Tensor]:
         # In eval mode the propagated tables are cached until a weight changes (optimizer step,
         # load_state_dict): tensor version counters tell.
-        key = (self.user_emb.weight._version, self.item_emb.weight._version, id(self.user_emb.weight), id(self.item_emb.weight))
+        u, i = self.user_emb.weight, self.item_emb.weight
+        key = (u._version, i._version, u.data_ptr(), i.data_ptr(), str(u.device))
         if self._cache is not None and not self.training and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         x = torch.cat([self.user_emb.weight, self.item_emb.weight])  # [n_users + n_items, dim]

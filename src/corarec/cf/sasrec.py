@@ -2,7 +2,8 @@
 
     h      = the last ``max_len`` history items, left-padded, most recent last       [B, L]
     x      = item_emb[h] * sqrt(dim) + pos_emb[0..L-1]    (dropout)                  [B, L, dim]
-    x      = ``layers`` pre-LN blocks: causal multi-head self-attention, then a feed-forward
+    x      = ``layers`` pre-LN blocks: causal multi-head self-attention, then a feed-forward;
+                                          dropout on the embeddings and on each block's two outputs
     e_u    = LayerNorm(x)[:, -1]          the encoder output at the last (most recent) position
     logit  = <e_u, item_emb[target]> + b_target + b
 
@@ -17,6 +18,7 @@ embedding and bias. Input and output item embeddings are shared, as in SASRec.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from corarec.cf.base import CFBatch, CFModel
@@ -24,21 +26,26 @@ from corarec.cf.config import CFConfig
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+    """Pre-LN transformer block: x + Drop(Attn(LN(x))), then x + Drop(FFN(LN(x)))."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
+        self.heads = heads
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
         self.ln2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, blocked: Tensor) -> Tensor:
-        h = self.ln1(x)
-        a, _ = self.attn(h, h, h, attn_mask=blocked, need_weights=False)  # [B, L, dim]
-        x = x + self.drop(a)
-        return x + self.ffn(self.ln2(x))
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        """``x`` [B, L, dim]; ``allowed`` [B, 1, L, L]: True where a query may attend to a key."""
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 × [B, L, dim]
+        q, k, v = (t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))  # [B, heads, L, dim/heads]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, heads, L, dim/heads]
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, D)))
+        return x + self.drop(self.ffn(self.ln2(x)))
 
 
 class SASRec(CFModel):
@@ -49,7 +56,6 @@ class SASRec(CFModel):
     def __init__(self, config: CFConfig, n_users: int, n_items: int) -> None:
         super().__init__(n_users, n_items, config.dim, config.max_len)
         self.config = config
-        self.heads = config.heads
         self.item_emb = nn.Embedding(n_items, config.dim)  # [n_items, dim]
         self.pad_emb = nn.Parameter(torch.zeros(config.dim))  # [dim]
         self.pos_emb = nn.Embedding(config.max_len, config.dim)  # [L, dim]
@@ -76,21 +82,25 @@ class SASRec(CFModel):
         items, _ = self.item_lookup(self.item_emb.weight, history)  # [B, L, dim]
         x = torch.where(is_pad.unsqueeze(-1), self.pad_emb.expand_as(items), items) * self.dim**0.5
         x = self.drop(x + self.pos_emb.weight[self.max_len - L :])  # positions count back from the most recent
-        causal = torch.ones(L, L, dtype=torch.bool, device=history.device).triu(1)  # [L, L]: key after query
+        causal = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()  # [L, L]: key not after query
         eye = torch.eye(L, dtype=torch.bool, device=history.device)
-        blocked = causal.unsqueeze(0) | (is_pad.unsqueeze(1) & ~eye)  # [B, L(query), L(key)]
-        blocked = blocked.repeat_interleave(self.heads, 0)  # [B * heads, L, L]
+        allowed = causal & (~is_pad.unsqueeze(1) | eye)  # [B, L(query), L(key)]
         for block in self.blocks:
-            x = block(x, blocked)
+            x = block(x, allowed.unsqueeze(1))
         return self.ln(x)
 
+    def user_vectors(self, history: Tensor) -> Tensor:
+        """[B, dim]: the encoder output at the last position; each distinct history is encoded once."""
+        distinct, inverse = torch.unique(self._fit_length(history), dim=0, return_inverse=True)  # [U, L], [B]
+        return self.encode(distinct)[:, -1][inverse]
+
     def embed(self, batch: CFBatch, fold_in: torch.BoolTensor | None = None) -> tuple[Tensor, Tensor]:
-        u = self.encode(self._fit_length(batch.history))[:, -1]  # [B, dim]
+        u = self.user_vectors(batch.history)  # [B, dim]
         i, _ = self.item_lookup(self.item_emb.weight, batch.items)  # [B, dim]
         return u, i
 
     def forward(self, batch: CFBatch) -> Tensor:
-        u = self.encode(self._fit_length(batch.history))[:, -1]  # [B, dim]
+        u = self.user_vectors(batch.history)  # [B, dim]
         i, b = self.item_lookup(self.item_emb.weight, batch.items, self.item_bias)  # [B, dim], [B]
         return (u * i).sum(-1) + b + self.global_bias  # [B]
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import random
 import time
@@ -28,19 +27,30 @@ from corarec.metrics import auc, metric_report, warm_mask
 
 
 def rows_tensors(frame: pd.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
-    """Tensors of a split: users [N], items [N], labels [N], history [N, max_len]."""
+    """Tensors of a split: users [N], items [N], labels [N], history [N, max_len], and group [N]:
+    rows with the same history share a group id (shuffling keeps them in one batch, so a model that
+    encodes each distinct history once — SASRec — does less work)."""
+    history = history_tensor(frame["history"].tolist(), max_len)  # [N, max_len]
+    _, group = torch.unique(history, dim=0, return_inverse=True)  # [N]
     return {
         "users": torch.tensor(frame["user_id"].to_numpy(), dtype=torch.long),
         "items": torch.tensor(frame["item_id"].to_numpy(), dtype=torch.long),
         "labels": torch.tensor(frame["label"].to_numpy(), dtype=torch.float32),
-        "history": history_tensor(frame["history"].tolist(), max_len),
+        "history": history,
+        "group": group,
     }
 
 
 def batches(rows: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[CFBatch, torch.Tensor]]:
-    """(CFBatch, labels) in order, or shuffled when a ``generator`` is given."""
+    """(CFBatch, labels) in order, or shuffled when a ``generator`` is given: the history groups
+    are put in random order, and rows follow their group."""
     n = len(rows["labels"])
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if generator is None:
+        order = torch.arange(n)
+    else:
+        group = rows["group"]
+        rank = torch.randperm(int(group.max()) + 1 if n else 0, generator=generator)[group]  # [N]
+        order = torch.sort(rank, stable=True).indices
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield CFBatch(rows["users"][idx], rows["items"][idx], rows["history"][idx]), rows["labels"][idx]
@@ -53,7 +63,8 @@ def predict(model: CFModel, rows: dict[str, torch.Tensor] | pd.DataFrame, batch_
         rows = rows_tensors(rows, model.max_len)
     was_training = model.training
     model.eval()
-    out = [model(batch) for batch, _ in batches(rows, batch_size)]
+    device = model_device(model)
+    out = [model(batch.to(device)).float().cpu() for batch, _ in batches(rows, batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
@@ -65,11 +76,14 @@ def evaluate(model: CFModel, ds: Dataset, split: str) -> dict[str, Any]:
     return metric_report(frame["user_id"], frame["label"], scores, warm_mask(frame, ds.train), items=frame["item_id"])
 
 
-def fit(config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True) -> tuple[CFModel, dict[str, Any]]:
+def fit(
+    config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True, device: str = "cpu"
+) -> tuple[CFModel, dict[str, Any]]:
     """Train one model; returns it holding the best-valid-AUC weights, and the training log."""
     seed_everything(config.seed)
     model = build_model(config, ds.n_users, ds.n_items)
     model.fit_train(train["users"], train["items"], train["labels"])
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     valid_labels = valid["labels"].numpy()
@@ -79,7 +93,7 @@ def fit(config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool 
         model.train()
         total, count = 0.0, 0
         for batch, labels in batches(train, config.batch_size, generator):
-            loss = model.loss(batch, labels)
+            loss = model.loss(batch.to(device), labels.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -88,11 +102,12 @@ def fit(config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool 
         log.append({"epoch": epoch, "train_loss": total / count, "valid_auc": valid_auc})
         bar.set_postfix(loss=f"{total / count:.4f}", valid_auc=f"{valid_auc:.4f}")
         if valid_auc > best_auc:
-            best_auc, best_epoch, best_state = valid_auc, epoch, copy.deepcopy(model.state_dict())
+            best_auc, best_epoch = valid_auc, epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         elif epoch - best_epoch >= config.patience:
             break
     model.load_state_dict(best_state)
-    return model.eval(), {"best_epoch": best_epoch, "best_valid_auc": best_auc, "epochs": log}
+    return model.to("cpu").eval(), {"best_epoch": best_epoch, "best_valid_auc": best_auc, "epochs": log}
 
 
 def train_cf(
@@ -113,18 +128,21 @@ def train_cf(
     dropout: float | None = None,
     max_len: int | None = None,
     fold_in: str | None = None,
+    device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a CF model (``mf``, ``lightgcn``, ``sasrec``) on a prepared dataset and write a run dir.
 
     ``None`` arguments take the model's preset (:mod:`corarec.cf.config`). With ``grid`` every
     lr × weight-decay pair of ``GRID[model]`` is trained (other arguments as given) and the best on
-    valid AUC is kept. Returns the metrics written to ``out/metrics.json``.
+    valid AUC is kept. ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; the saved
+    model is on the CPU. Returns the metrics written to ``out/metrics.json``.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
         raise CorarecError(f"{out}: exists and is not a run directory; choose another --out")
     ds = read_dataset(data)
+    device = resolve_device(device)
     base = make_config(
         model, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
         patience=patience, seed=seed, bias=bias, layers=layers, heads=heads, dropout=dropout,
@@ -139,7 +157,7 @@ def train_cf(
     start = time.perf_counter()
     best_model, best_log, best_config, grid_log = None, None, None, []
     for config in candidates:
-        fitted, log = fit(config, ds, train, valid, progress)
+        fitted, log = fit(config, ds, train, valid, progress, device)
         grid_log.append({"lr": config.lr, "weight_decay": config.weight_decay, "best_epoch": log["best_epoch"], "valid_auc": log["best_valid_auc"]})
         if best_log is None or log["best_valid_auc"] > best_log["best_valid_auc"]:
             best_model, best_log, best_config = fitted, log, config
@@ -161,6 +179,22 @@ def train_cf(
         save_cf(best_model, tmp, best_config, run_info)
         write_json(tmp / "metrics.json", metrics)
     return metrics
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise CorarecError(f"unknown device '{device}'; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CorarecError(f"device '{device}' requested but CUDA is not available")
+    return device
+
+
+def model_device(model: CFModel) -> torch.device:
+    """The device the model's buffers live on."""
+    return model.user_seen.device
 
 
 def seed_everything(seed: int) -> None:
