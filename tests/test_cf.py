@@ -104,6 +104,12 @@ def test_fold_in_replaces_the_user_embedding(kind):
     # A forced fold-in of a warm user equals the embedding of a cold user with the same history.
     cold = CFBatch(torch.tensor([55]), torch.tensor([1]), history_tensor([[2, 4]], 5))
     assert torch.allclose(model.embed(cold)[0][0], forced[1])
+    # Only the most recent max_len (25) history items count, whatever width the caller passes.
+    long_a = history_tensor([[7] + list(range(25))], 30)
+    long_b = history_tensor([[9] + list(range(25))], 30)
+    cold_a, cold_b = (CFBatch(torch.tensor([55]), torch.tensor([1]), h) for h in (long_a, long_b))
+    assert torch.equal(model.embed(cold_a)[0], model.embed(cold_b)[0])
+    assert not torch.equal(model.embed(cold_a)[0], model.embed(CFBatch(torch.tensor([55]), torch.tensor([1]), long_a[:, -3:]))[0])
 
 
 def test_mf_learns_a_planted_preference(data_dir, tmp_path):

@@ -60,8 +60,9 @@ class DotCF(CFModel):
         return torch.where(warm.unsqueeze(-1), own, fold), torch.where(warm, own_b, fold_b)
 
     def _fold(self, batch: CFBatch, user_table: Tensor, item_table: Tensor) -> tuple[Tensor, Tensor]:
+        history = batch.history[:, -self.max_len :]  # [B, <= max_len]: the most recent items
         emb, bias = self.fold(
-            batch.history, self.item_seen, item_table, user_table, self.user_seen,
+            history, self.item_seen, item_table, user_table, self.user_seen,
             self.user_bias if self.use_bias else None,
         )
         return emb, (bias if self.use_bias else torch.zeros_like(bias))
