@@ -191,6 +191,12 @@ def test_bad_arguments_are_clear_errors(data_dir, tmp_path):
         train_cf(data_dir, "mf", tmp_path / "notes", **small("mf", epochs=1))
     with pytest.raises(CorarecError, match="config.json"):
         load_cf(tmp_path / "nothing-here")
+    one_class = planted_dataset()
+    one_class.splits["valid"]["label"] = 1
+    with pytest.raises(CorarecError, match="valid split holds only label 1"):
+        train_cf(write_dataset(one_class, tmp_path / "one-class"), "mf", tmp_path / "y", **small("mf", epochs=1))
+    with pytest.raises(CorarecError, match="valid split holds only label 1"):
+        logistic_rates_scores(one_class, "test")
 
 
 def test_grid_keeps_the_best_valid_auc(data_dir, tmp_path, monkeypatch):

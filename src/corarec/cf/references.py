@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from corarec.data.schema import Dataset
+from corarec.errors import CorarecError
 
 SMOOTHING = 5.0
 """Pseudo-rows ``a`` at the train positive rate added to every user's and item's counts."""
@@ -44,8 +45,11 @@ def rate_features(ds: Dataset, split: str, smoothing: float = SMOOTHING) -> np.n
 
 def logistic_rates_scores(ds: Dataset, split: str, smoothing: float = SMOOTHING) -> np.ndarray:
     """Logistic-on-rates reference (fitted on valid): one score (log-odds) per row of ``split``."""
+    labels = ds.valid["label"].to_numpy()
+    if labels.min() == labels.max():
+        raise CorarecError(f"{ds.root or ds.name}: the valid split holds only label {int(labels[0])}; cannot fit the logistic reference")
     model = LogisticRegression()
-    model.fit(rate_features(ds, "valid", smoothing), ds.valid["label"].to_numpy())
+    model.fit(rate_features(ds, "valid", smoothing), labels)
     return model.decision_function(rate_features(ds, split, smoothing))
 
 

@@ -87,6 +87,8 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     valid_labels = valid["labels"].numpy()
+    if valid_labels.min() == valid_labels.max():
+        raise CorarecError(f"{ds.root or ds.name}: the valid split holds only label {int(valid_labels[0])}; AUC (early stopping) is undefined")
     best_auc, best_epoch, best_state, log = -1.0, 0, None, []
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model} lr={config.lr:g} wd={config.weight_decay:g}", disable=not progress, leave=False)
     for epoch in bar:
