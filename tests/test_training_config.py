@@ -56,3 +56,23 @@ def test_run_config_round_trips_through_json():
                        method_config={"rank": 4})
     back = run_config_from_dict(to_dict(config))
     assert back == config
+
+
+def test_atomic_writes_leave_no_temporary_files_and_use_the_usual_modes(tmp_path):
+    import os
+    import stat
+
+    from corarec.io import atomic_dir, atomic_path, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f.txt").write_text("hi")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "d"]  # b.txt never appeared
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask

@@ -26,6 +26,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; the finished file gets the usual mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -43,6 +44,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise CorarecError(f"{path} already exists (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; a finished directory gets the usual mode
     try:
         yield tmp
         if path.exists():
@@ -55,6 +57,12 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:
