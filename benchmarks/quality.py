@@ -7,7 +7,7 @@ Runs ``corarec benchmark`` twice on the same whole-user test sample:
 1. the ``cpu`` preset: item-rate and logistic-rate references, MF, zero-shot ICL, CoRA-MF (all layers);
 2. the ``cpu`` preset with CoRA injected into the top 8 layers only, fed cached layer-22 inputs.
 Finished runs are reused, interrupted ones resume. Prints one table (AUC, UAUC, warm/cold AUC, train time).
-Takes about an hour on a 2-core CPU.
+Takes about 1.5 hours on a 2-core CPU (the first benchmark alone took 51 minutes here).
 """
 
 from __future__ import annotations
