@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from corarec.cli import app, main
 from corarec.data import write_dataset
-from test_cf import planted_dataset
+from test_cf import one_thread, planted_dataset  # noqa: F401 (one_thread: autouse fixture)
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_cf_command_writes_a_run(tmp_path):

@@ -31,30 +31,20 @@ from corarec.errors import CorarecError
 from corarec.llm import SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.peft_lora import attach_lora, save_adapter
+from corarec.methods.tallrec import TallRecConfig
 
 
 @dataclass
-class CoLLMConfig:
-    """Settings of CoLLM (defaults: the CoLLM paper; the LoRA as TALLRec's)."""
+class CoLLMConfig(TallRecConfig):
+    """Settings of CoLLM (defaults: the CoLLM paper). The LoRA fields are TALLRec's, inherited, so that
+    stage 2 can start from a TALLRec run (``--init``) with the very same LoRA."""
 
-    rank: int = 8
-    """LoRA rank r."""
-    alpha: float = 16.0
-    """LoRA scale: the update is multiplied by alpha / r."""
-    dropout: float = 0.05
-    """Dropout on the LoRA branch's input during training."""
-    targets: str = "q,v"
-    """Modules that get a LoRA: short names (q, k, v, o, gate, up, down) or module-name suffixes."""
-    layers: str = "all"
-    """Decoder layers that get a LoRA: 'all', 'top:N' or a list '0,1,5'."""
     hidden_factor: int = 10
     """Hidden width of the mapping MLP, in multiples of the CF embedding size."""
     train_lora: bool = True
     """Stage 2 trains the LoRA with the mapping (True) or keeps the stage-1 LoRA frozen (False)."""
     fold_in_fraction: float = 0.0
     """Share of training rows that use the CF model's fold-in (cold-start) user embedding."""
-    score_mode: str = "yes"
-    """'yes': the logit of " Yes" (the paper); 'yes_minus_no': logit(Yes) − logit(No)."""
 
 
 class CoLLM(Method):
