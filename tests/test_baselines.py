@@ -179,9 +179,9 @@ def make_collm(tiny, **settings):
 
 def test_collm_trains_the_mapping_and_the_lora(tiny):
     method = make_collm(tiny)
-    c, d = method.cf.dim, method.llm.hidden_size
+    c, e, d = method.cf.dim, method.cf.embed_dim, method.llm.hidden_size
     mapping = {n: tuple(p.shape) for n, p in method.named_parameters() if n.startswith("mapping.")}
-    assert mapping == {"mapping.0.weight": (10 * c, c), "mapping.0.bias": (10 * c,),
+    assert mapping == {"mapping.0.weight": (10 * c, e), "mapping.0.bias": (10 * c,),
                        "mapping.2.weight": (d, 10 * c), "mapping.2.bias": (d,)}
     trainable = {n for n, p in method.named_parameters() if p.requires_grad}
     assert trainable == set(mapping) | {n for n in trainable if "lora_" in n}

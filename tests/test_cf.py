@@ -79,9 +79,17 @@ def test_shapes_and_cold_rows_are_finite(kind):
         history=history_tensor([[1, 2], [3], [], [39, 4]], 5),
     )
     user_emb, item_emb = model.embed(batch)
-    assert user_emb.shape == (4, 8) and item_emb.shape == (4, 8)
+    assert user_emb.shape == (4, model.embed_dim) and item_emb.shape == (4, model.embed_dim)
     logits = model(batch)
     assert logits.shape == (4,) and torch.isfinite(logits).all()
+    # The embeddings carry the whole score (biases as extra coordinates), not the dot product alone.
+    with torch.no_grad():
+        model.global_bias.fill_(0.3)
+        model.item_bias.normal_()
+        if hasattr(model, "user_bias"):
+            model.user_bias.normal_()
+        user_emb, item_emb = model.embed(batch)
+        assert torch.allclose((user_emb * item_emb).sum(-1) + model.global_bias, model(batch), atol=1e-5)
     assert torch.isfinite(user_emb).all() and torch.isfinite(item_emb).all()
     # Unseen and unknown items share the documented fallback (mean train item).
     assert torch.allclose(item_emb[1], item_emb[2])
@@ -164,7 +172,7 @@ def test_sasrec_is_causal():
     assert not torch.allclose(a[:, 4:], b[:, 4:])
     # The user vector is the last position's output and depends on the history.
     batch = CFBatch(torch.tensor([0, 0]), torch.tensor([1, 1]), history)
-    assert torch.allclose(model.embed(batch)[0], a[:, -1])
+    assert torch.allclose(model.embed(batch)[0][:, :-1], a[:, -1])
     # fold_in has no effect: SASRec always reads the history.
     assert torch.equal(model.embed(batch, fold_in=torch.tensor([True, True]))[0], model.embed(batch)[0])
 

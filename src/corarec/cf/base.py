@@ -77,9 +77,17 @@ class CFModel(nn.Module, ABC):
         self.register_buffer("item_seen", torch.zeros(n_items, dtype=torch.bool))  # [n_items]
 
     # ----- the interface ---------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        """Size of the vectors :meth:`embed` returns: ``dim`` plus one coordinate per bias term."""
+        return self.dim
+
     @abstractmethod
     def embed(self, batch: CFBatch, fold_in: torch.BoolTensor | None = None) -> tuple[Tensor, Tensor]:
-        """(user_emb [B, dim], item_emb [B, dim]); ``fold_in[b]`` forces the cold-start user embedding."""
+        """(user_emb [B, embed_dim], item_emb [B, embed_dim]) whose dot product plus the global bias
+        is the model's logit: bias terms ride along as extra coordinates, so a model reading the
+        embeddings (CoRA's generator, CoLLM's mapping) sees the whole CF score, not the dot product
+        alone. ``fold_in[b]`` forces the cold-start user embedding."""
 
     @abstractmethod
     def forward(self, batch: CFBatch) -> Tensor:

@@ -76,11 +76,19 @@ class DotCF(CFModel):
         return logit + self.global_bias if self.use_bias else logit
 
     # ----- the interface -----------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self.dim + 2 if self.use_bias else self.dim
+
     def embed(self, batch: CFBatch, fold_in: torch.BoolTensor | None = None) -> tuple[Tensor, Tensor]:
+        """``[e_u, b_u, 1]`` and ``[e_i, 1, b_i]`` (``[B, dim + 2]``), or ``e_u, e_i`` without biases."""
         user_table, item_table = self.tables()
-        u, _ = self._users(batch, user_table, item_table, fold_in)
-        i, _ = self._items(batch, item_table)
-        return u, i
+        u, ub = self._users(batch, user_table, item_table, fold_in)
+        i, ib = self._items(batch, item_table)
+        if not self.use_bias:
+            return u, i  # [B, dim] each
+        one = torch.ones_like(ub)  # [B]
+        return torch.cat([u, ub[:, None], one[:, None]], -1), torch.cat([i, one[:, None], ib[:, None]], -1)
 
     def forward(self, batch: CFBatch) -> Tensor:
         user_table, item_table = self.tables()

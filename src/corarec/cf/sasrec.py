@@ -94,10 +94,15 @@ class SASRec(CFModel):
         distinct, inverse = torch.unique(self._fit_length(history), dim=0, return_inverse=True)  # [U, L], [B]
         return self.encode(distinct)[:, -1][inverse]
 
+    @property
+    def embed_dim(self) -> int:
+        return self.dim + 1
+
     def embed(self, batch: CFBatch, fold_in: torch.BoolTensor | None = None) -> tuple[Tensor, Tensor]:
+        """``[h_u, 1]`` and ``[e_i, b_i]`` (``[B, dim + 1]``): their dot product is the logit minus ``b``."""
         u = self.user_vectors(batch.history)  # [B, dim]
-        i, _ = self.item_lookup(self.item_emb.weight, batch.items)  # [B, dim]
-        return u, i
+        i, b = self.item_lookup(self.item_emb.weight, batch.items, self.item_bias)  # [B, dim], [B]
+        return torch.cat([u, torch.ones_like(b)[:, None]], -1), torch.cat([i, b[:, None]], -1)
 
     def forward(self, batch: CFBatch) -> Tensor:
         u = self.user_vectors(batch.history)  # [B, dim]

@@ -70,9 +70,9 @@ class CoLLM(Method):
             for name, param in self.peft.named_parameters():
                 if "lora_" in name:
                     param.requires_grad_(False)
-        c, d = cf.dim, llm.hidden_size
+        c, e, d = cf.dim, cf.embed_dim, llm.hidden_size   # e = c + the CF model's bias coordinates
         self.mapping = nn.Sequential(                      # CoLLM's "CIE" mapping, shared by users and items
-            nn.Linear(c, cfg.hidden_factor * c),           # [.., c] → [.., 10c]
+            nn.Linear(e, cfg.hidden_factor * c),           # [.., e] → [.., 10c]
             nn.ReLU(),
             nn.Linear(cfg.hidden_factor * c, d),           # [.., 10c] → [.., d]
         )
@@ -92,12 +92,12 @@ class CoLLM(Method):
         return self
 
     def cf_embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen CF user and item embeddings ``[B, c]`` (some users folded in while training)."""
+        """Frozen CF user and item embeddings ``[B, c']`` (c' = c + bias coordinates) (some users folded in while training)."""
         fold_in = None
         if self.training and self.cfg.fold_in_fraction > 0:
             fold_in = torch.rand(len(batch.cf), device=batch.cf.users.device) < self.cfg.fold_in_fraction  # [B]
         with torch.no_grad():
-            e_u, e_i = self.cf.embed(batch.cf, fold_in=fold_in)  # [B, c], [B, c]
+            e_u, e_i = self.cf.embed(batch.cf, fold_in=fold_in)  # [B, c'] each
         return e_u.float(), e_i.float()
 
     def placeholder_positions(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +118,7 @@ class CoLLM(Method):
         user_pos, item_pos = self.placeholder_positions(ids)
         table = self.llm.model.get_input_embeddings()
         embeds = table(ids.masked_fill(user_pos | item_pos, self.pad_id))           # [B, T, d]
-        e_u, e_i = self.cf_embeddings(batch)                                         # [B, c] each
+        e_u, e_i = self.cf_embeddings(batch)                                         # [B, c'] each
         m_u = self.mapping(e_u).to(embeds.dtype)                                     # [B, d]
         m_i = self.mapping(e_i).to(embeds.dtype)                                     # [B, d]
         embeds = torch.where(user_pos.unsqueeze(-1), m_u.unsqueeze(1), embeds)       # [B, T, d]

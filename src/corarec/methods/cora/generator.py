@@ -2,7 +2,7 @@
 
 A small Q-Former-like decoder (as in BLIP-2 / VLoRA)::
 
-    x = concat(e_u, e_i)                         [B, 1, 2c]  (→ Linear to width h if h != 2c)
+    x = concat(e_u, e_i)                         [B, 1, 2c'] (→ Linear to width h if h != 2c')
     q = k learnable queries                      [B, k, h]
     N × { q = LN(q + SelfAttn(q))                post-LN BERT layer, dropout on each branch
           q = LN(q + CrossAttn(q → x))
@@ -10,6 +10,8 @@ A small Q-Former-like decoder (as in BLIP-2 / VLoRA)::
     A = normalize(Linear(mean_k q)) .view(d, r)  [B, d, r]   (L2 norm over the whole d·r vector)
 
 One ``A_b`` per sample is shared by every targeted module of every layer (see ``injection.py``).
+``c'`` is the CF model's :attr:`~corarec.cf.base.CFModel.embed_dim`: its dimension ``c`` plus one
+coordinate per bias term (MF with biases: ``c + 2``), so the generator sees the whole CF score.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class GeneratorConfig:
     heads: int = 8
     """Attention heads per block (must divide ``width``)."""
     width: int | None = None
-    """``h``: the blocks' width; ``None`` means 2 × the CF dimension (the paper: 512 for c = 256)."""
+    """``h``: the blocks' width; ``None`` means 2 × the CF dimension ``c`` (the paper: 512 for c = 256)."""
     ffn_mult: int = 4
     """Feed-forward inner size as a multiple of ``width`` (BERT: 4)."""
     dropout: float = 0.1
@@ -70,15 +72,21 @@ class GeneratorBlock(nn.Module):
 
 
 class CollaborativeWeightsGenerator(nn.Module):
-    """Maps CF embeddings ``e_u, e_i [B, c]`` to the per-sample factor ``A [B, d, r]``."""
+    """Maps CF embeddings ``e_u, e_i [B, c']`` to the per-sample factor ``A [B, d, r]``.
 
-    def __init__(self, cfg: GeneratorConfig, cf_dim: int, d_model: int):
+    ``cf_dim`` is the CF model's dimension ``c`` (it sets the default width), ``embed_dim`` the size
+    ``c'`` of the vectors it hands over (``c`` plus its bias coordinates; ``None`` = ``c``).
+    """
+
+    def __init__(self, cfg: GeneratorConfig, cf_dim: int, d_model: int, embed_dim: int | None = None):
         super().__init__()
         self.cfg, self.cf_dim, self.d_model = cfg, cf_dim, d_model
+        self.embed_dim = embed_dim or cf_dim
         width = cfg.width or 2 * cf_dim
         if width % cfg.heads:
             raise CorarecError(f"generator width {width} is not divisible by its {cfg.heads} heads")
-        self.in_proj = nn.Linear(2 * cf_dim, width) if width != 2 * cf_dim else nn.Identity()
+        in_dim = 2 * self.embed_dim
+        self.in_proj = nn.Linear(in_dim, width) if width != in_dim else nn.Identity()
         self.in_norm = nn.LayerNorm(width) if cfg.input_norm else nn.Identity()
         self.queries = nn.Parameter(torch.randn(cfg.queries, width) * cfg.query_init_std)  # [k, h]
         self.blocks = nn.ModuleList(
@@ -88,7 +96,7 @@ class CollaborativeWeightsGenerator(nn.Module):
 
     def forward(self, e_u: torch.Tensor, e_i: torch.Tensor) -> torch.Tensor:
         B = e_u.shape[0]
-        x = torch.cat([e_u, e_i], dim=-1).unsqueeze(1)  # [B, 1, 2c]
+        x = torch.cat([e_u, e_i], dim=-1).unsqueeze(1)  # [B, 1, 2c']
         x = self.in_norm(self.in_proj(x))  # [B, 1, h]
         q = self.queries.unsqueeze(0).expand(B, -1, -1)  # [B, k, h]
         for block in self.blocks:

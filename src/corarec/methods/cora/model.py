@@ -1,6 +1,6 @@
 """CoRA: a frozen LLM reads the pure-text prompt; CF embeddings become per-sample weight increments.
 
-    e_u, e_i = cf.embed(rows)                    frozen CF model              [B, c] each
+    e_u, e_i = cf.embed(rows)                    frozen CF model              [B, c'] each
     A        = generator(e_u, e_i)               trained                      [B, d, r]
     with injector.use(A):                        trained P per target module
         logits = llm(prompt)[answer slot]        frozen LLM                   [B, V]
@@ -89,7 +89,9 @@ class CoRA(Method):
         self.cfg = cfg
         self.__dict__["llm"] = llm  # held, not registered: frozen, never saved, never put in train mode
         self.__dict__["cf"] = cf.to(llm.device).eval().requires_grad_(False)
-        self.generator = CollaborativeWeightsGenerator(cfg.generator_config(), cf.dim, llm.hidden_size)
+        self.generator = CollaborativeWeightsGenerator(
+            cfg.generator_config(), cf.dim, llm.hidden_size, embed_dim=cf.embed_dim
+        )
         self.injector = CollaborativeInjector(llm.model, llm.hidden_size, cfg.rank, cfg.alpha, cfg.targets, cfg.layers)
         self.to(llm.device)
         self.prefix_cache: PrefixCache | None = None
@@ -101,7 +103,7 @@ class CoRA(Method):
     def factors(self, cf_batch: CFBatch, fold_in: torch.Tensor | None = None, deterministic: bool = False) -> torch.Tensor:
         """The per-sample factors ``A [B, d, r]`` (generator in fp32; ``deterministic``: without dropout)."""
         with torch.no_grad():
-            e_u, e_i = self.cf.embed(cf_batch, fold_in=fold_in)  # [B, c] each, frozen
+            e_u, e_i = self.cf.embed(cf_batch, fold_in=fold_in)  # [B, c'] each (c' = c + bias coordinates), frozen
         was_training = self.generator.training
         if deterministic:
             self.generator.eval()
