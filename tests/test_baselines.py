@@ -134,6 +134,20 @@ def test_tallrec_steps_train_only_the_lora_and_round_trip(tiny, tmp_path):
         TallRec(TallRecConfig(rank=4, targets="q"), fresh_llm(tiny)).load_trainable_state_dict(lora_after)
 
 
+def test_tallrec_top_layers_from_the_prefix_cache_score_like_the_full_forward(tiny, tmp_path):
+    cached = TallRec(TallRecConfig(layers="top:1", cache_prefix=True, prefix_cache_dir=str(tmp_path)), fresh_llm(tiny))
+    assert lora_names(cached) == {(1, m, ab) for m in ("q_proj", "v_proj") for ab in "AB"}
+    take_steps(cached, tiny)  # the LoRA trains from cached layer-1 inputs
+    assert len(cached.prefix_cache) > 0 and cached.prefix_cache.misses > 0
+    full = TallRec(TallRecConfig(layers="top:1"), fresh_llm(tiny))
+    full.load_trainable_state_dict(cached.trainable_state_dict())
+    full.eval()
+    batch = batch_of(cached, tiny, split="test")
+    assert torch.allclose(cached.score(batch), full.score(batch), atol=1e-3)  # the cache stores bf16
+    with pytest.raises(CorarecError, match="collm cannot use cache_prefix"):
+        make_collm(tiny, layers="top:1", cache_prefix=True)
+
+
 @pytest.fixture(scope="module")
 def tallrec_run(tiny):
     from corarec.training import train

@@ -41,3 +41,20 @@ def test_width_other_than_2c_projects_the_input_and_gradients_reach_everything()
 def test_width_must_divide_into_heads():
     with pytest.raises(CorarecError, match="not divisible"):
         CollaborativeWeightsGenerator(GeneratorConfig(heads=3), cf_dim=8, d_model=4)
+
+
+def test_bias_coordinates_and_the_interaction_term_widen_the_input_only():
+    torch.manual_seed(0)
+    # MF with biases hands over c + 2 coordinates; the width stays 2c (8 heads still divide it)
+    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=1, interaction=True), cf_dim=8, d_model=4, embed_dim=10)
+    assert gen.in_proj.in_features == 3 * 10 and gen.in_proj.out_features == 16
+    e_u, e_i = torch.randn(3, 10), torch.randn(3, 10)
+    assert gen(e_u, e_i).shape == (3, 4, 16)
+    # the product block is what a linear map needs to read the dot product <e_u, e_i> off the input
+    seen = []
+    gen.in_proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    gen(e_u, e_i)
+    x = seen[0][:, 0]  # [B, 3c']
+    torch.testing.assert_close(x[:, 20:].sum(-1), (e_u * e_i).sum(-1))
+    plain = CollaborativeWeightsGenerator(GeneratorConfig(depth=1), cf_dim=8, d_model=4, embed_dim=10)
+    assert plain.in_proj.in_features == 20

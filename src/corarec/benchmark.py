@@ -214,7 +214,8 @@ def _cf(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: di
 
 
 def _llm(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: dict, preset: str | None,
-         seed: int, llm: str | None, device: str | None, bf16: bool | None, runs: Path, **_: Any) -> dict:
+         sections: dict, seed: int, llm: str | None, device: str | None, bf16: bool | None, runs: Path,
+         **_: Any) -> dict:
     """An LLM method: trained by the shared loop (:func:`corarec.training.train`), resumed if cut off."""
     from corarec.evaluation import score_rows
     from corarec.runs import CONFIG, is_finished, load_run
@@ -222,6 +223,8 @@ def _llm(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: d
 
     run = runs / entry.name
     spec = {"kind": "llm", "method": entry.method, "cf": entry.cf, "init": entry.init, "preset": preset,
+            # the preset's content, not only its name: an edited preset makes the run stale
+            "settings": {"train": sections.get("train") or {}, entry.method: sections.get(entry.method) or {}},
             "seed": seed, "llm": llm, "data": str(Path(data).resolve()),
             # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
             "cf_weights": _file_digest(runs / entry.cf / "model.safetensors") if entry.cf else None,

@@ -186,10 +186,15 @@ class PrefixCache:
     def verify(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: torch.Tensor) -> None:
         """Check that running from the cached states reproduces the full forward's answer logits
         (catches architectures whose decoder layers cannot be skipped this way)."""
-        with torch.no_grad():
-            full = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
-            with start_at_layer(self.llm, self.layer, hidden):
-                cached = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
+        was_training = self.llm.model.training
+        self.llm.model.eval()  # no dropout (e.g. a LoRA's) between the two passes
+        try:
+            with torch.no_grad():
+                full = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
+                with start_at_layer(self.llm, self.layer, hidden):
+                    cached = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
+        finally:
+            self.llm.model.train(was_training)
         err = (full - cached).abs().max().item()
         # fp32 end to end agrees to ~1e-5; bf16 storage/compute to a few 0.01 on logits of size ~10-30
         tol = 1e-3 if self.dtype == torch.float32 and self.llm.autocast_dtype is None else 0.05 * full.abs().max().item()

@@ -62,6 +62,8 @@ class CoLLM(Method):
             raise CorarecError(f"collm hidden_factor must be at least 1, got {cfg.hidden_factor}")
         if not 0.0 <= cfg.fold_in_fraction <= 1.0:
             raise CorarecError(f"collm fold_in_fraction must lie in [0, 1], got {cfg.fold_in_fraction}")
+        if cfg.cache_prefix:
+            raise CorarecError("collm cannot use cache_prefix: its CF tokens change the input of every layer")
         self.cfg = cfg
         self.llm = llm
         self.cf = cf.eval().requires_grad_(False)  # frozen CF model

@@ -3,6 +3,7 @@
 A small Q-Former-like decoder (as in BLIP-2 / VLoRA)::
 
     x = concat(e_u, e_i)                         [B, 1, 2c'] (→ Linear to width h if h != 2c')
+        (interaction=True: concat(e_u, e_i, e_u ⊙ e_i)  [B, 1, 3c'], always → Linear to h)
     q = k learnable queries                      [B, k, h]
     N × { q = LN(q + SelfAttn(q))                post-LN BERT layer, dropout on each branch
           q = LN(q + CrossAttn(q → x))
@@ -46,6 +47,11 @@ class GeneratorConfig:
     input_norm: bool = True
     """LayerNorm on the input token ``x`` (CF embeddings come at any scale; BLIP-2 normalises its
     encoder features the same way before the Q-Former)."""
+    interaction: bool = False
+    """Append the element-wise product ``e_u ⊙ e_i`` to the input token (beyond the paper). A
+    dot-product CF model's logit is then a *linear* function of the input (the sum of the product,
+    biases included); from ``concat(e_u, e_i)`` alone the generator has to learn that bilinear form
+    itself, which a few thousand training rows on a CPU do not teach it."""
     query_init_std: float = 0.02
     """Standard deviation of the queries' normal initialisation."""
 
@@ -85,7 +91,7 @@ class CollaborativeWeightsGenerator(nn.Module):
         width = cfg.width or 2 * cf_dim
         if width % cfg.heads:
             raise CorarecError(f"generator width {width} is not divisible by its {cfg.heads} heads")
-        in_dim = 2 * self.embed_dim
+        in_dim = (3 if cfg.interaction else 2) * self.embed_dim
         self.in_proj = nn.Linear(in_dim, width) if width != in_dim else nn.Identity()
         self.in_norm = nn.LayerNorm(width) if cfg.input_norm else nn.Identity()
         self.queries = nn.Parameter(torch.randn(cfg.queries, width) * cfg.query_init_std)  # [k, h]
@@ -96,7 +102,8 @@ class CollaborativeWeightsGenerator(nn.Module):
 
     def forward(self, e_u: torch.Tensor, e_i: torch.Tensor) -> torch.Tensor:
         B = e_u.shape[0]
-        x = torch.cat([e_u, e_i], dim=-1).unsqueeze(1)  # [B, 1, 2c']
+        parts = [e_u, e_i, e_u * e_i] if self.cfg.interaction else [e_u, e_i]
+        x = torch.cat(parts, dim=-1).unsqueeze(1)  # [B, 1, 2c'] (interaction: [B, 1, 3c'])
         x = self.in_norm(self.in_proj(x))  # [B, 1, h]
         q = self.queries.unsqueeze(0).expand(B, -1, -1)  # [B, k, h]
         for block in self.blocks:

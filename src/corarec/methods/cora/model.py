@@ -55,6 +55,8 @@ class CoRAConfig:
     """Generator dropout."""
     input_norm: bool = True
     """LayerNorm on the generator's input token concat(e_u, e_i)."""
+    interaction: bool = False
+    """Append ``e_u ⊙ e_i`` to the generator's input token (beyond the paper; see ``GeneratorConfig``)."""
     score_mode: str = "yes"
     """Row score: ``yes`` (logit of " Yes", the paper) or ``yes_minus_no``."""
     fold_in_fraction: float = 0.0
@@ -70,6 +72,7 @@ class CoRAConfig:
         return GeneratorConfig(
             queries=self.queries, depth=self.depth, heads=self.heads, width=self.width,
             ffn_mult=self.ffn_mult, dropout=self.dropout, rank=self.rank, input_norm=self.input_norm,
+            interaction=self.interaction,
         )
 
 
