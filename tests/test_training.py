@@ -11,7 +11,8 @@ from corarec import training
 from corarec.errors import CorarecError
 from corarec.evaluation import evaluate
 from corarec.io import load_tensors, read_json
-from tiny_run import tiny_dataset, tiny_llm
+from tiny_models import tiny_llm_dir
+from tiny_run import tiny_dataset
 
 SETTINGS = dict(method_settings=dict(rank=4, alpha=8.0, queries=2, depth=1, heads=2, fold_in_fraction=0.5),
                 train_settings=dict(max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1,
@@ -26,7 +27,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     data = write_dataset(tiny_dataset(), root / "data")
     train_cf(data, "mf", root / "cf", dim=16, epochs=2, batch_size=32, progress=False)
-    return dict(data=data, cf=root / "cf", llm=str(tiny_llm(root / "llm")))
+    return dict(data=data, cf=root / "cf", llm=str(tiny_llm_dir(root, hidden=64, name="llm")))
 
 
 def run_cora(inputs, out, **kwargs):

@@ -16,18 +16,20 @@ import pandas as pd
 import torch
 
 
-def tiny_llm_dir(root: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+def tiny_llm_dir(root: Path, hidden: int = 32, layers: int = 2, seed: int = 0, name: str = "tiny-llm") -> Path:
+    """A random Llama (``hidden`` wide, ``layers`` deep) and the bundled tokenizer, saved to ``root/name``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from corarec.llm import bundled_model_dir
 
-    out = Path(root) / "tiny-llm"
+    out = Path(root) / name
     if (out / "config.json").is_file():
         return out
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True)
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

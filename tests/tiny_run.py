@@ -1,7 +1,7 @@
 """A tiny trained CoRA run for tests: a small dataset with raw ids, an MF run, a random Llama.
 
 Built from real pieces end to end — ``write_dataset``, ``train_cf``, a randomly initialised Llama
-saved with ``save_pretrained`` next to the bundled SmolLM2 tokenizer, and ``corarec.training.train``
+saved with ``save_pretrained`` next to the bundled SmolLM2 tokenizer (``tiny_models.tiny_llm_dir``), and ``corarec.training.train``
 for two steps — in a few seconds on the CPU. Use :func:`build_tiny_run` from a session-scoped
 fixture (``tests/conftest_run.py``).
 
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from tiny_models import tiny_llm_dir
 
 N_USERS = 12
 N_ITEMS = 30
@@ -68,24 +70,6 @@ def tiny_dataset():
     return Dataset(name="tiny", item_noun="movie", items=items, splits=splits, users=users)
 
 
-def tiny_llm(out: Path) -> Path:
-    """A random 2-layer Llama (d = 64) with the bundled SmolLM2 tokenizer, saved to ``out``."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from corarec.llm import bundled_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def build_tiny_run(root: Path) -> TinyRun:
     """Dataset, MF run, tiny LLM and a CoRA run trained for two steps, all under ``root``."""
     from corarec.cf import train_cf
@@ -95,7 +79,7 @@ def build_tiny_run(root: Path) -> TinyRun:
     data = write_dataset(tiny_dataset(), root / "data")
     cf = root / "cf"
     train_cf(data, "mf", cf, dim=16, epochs=3, batch_size=32, progress=False)
-    llm = tiny_llm(root / "llm")
+    llm = tiny_llm_dir(root, hidden=64, name="llm")
     run = root / "run"
     train(method="cora", data=data, out=run, cf=cf, llm=str(llm), seed=0, device="cpu", bf16=False,
           method_settings=dict(rank=4, alpha=8.0, queries=2, depth=1, heads=2),
