@@ -154,8 +154,7 @@ def main() -> None:
 
     def step(cora: CoRA, opt, prefix: PrefixCache | None = None) -> None:
         cora.train()
-        with llm.autocast():
-            hidden = prefix.hidden_states(ids, mask) if prefix is not None else None
+        hidden = prefix.hidden_states(ids, mask) if prefix is not None else None  # computes in llm's autocast
         logits = cora(ids, mask, cf_batch, prefix_hidden=hidden)
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         opt.zero_grad()
@@ -169,8 +168,7 @@ def main() -> None:
     groups: list[tuple[str, torch.dtype | None, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = PrefixCache(llm, cached.injector.first_layer, template_id("tallrec"), root=tmp)
-        with llm.autocast():
-            cache.hidden_states(ids, mask)
+        cache.hidden_states(ids, mask)
         cache.flush()
         cache = PrefixCache(llm, cached.injector.first_layer, template_id("tallrec"), root=tmp)  # reads from disk
         scoring = {"frozen LLM forward": frozen, "CoRA scoring, all layers": cora_scoring,

@@ -1,8 +1,8 @@
 """A tiny trained CoRA run for tests: a small dataset with raw ids, an MF run, a random Llama.
 
 Built from real pieces end to end — ``write_dataset``, ``train_cf``, a randomly initialised Llama
-saved with ``save_pretrained`` next to the bundled SmolLM2 tokenizer (``tiny_models.tiny_llm_dir``), and ``corarec.training.train``
-for two steps — in a few seconds on the CPU. Use :func:`build_tiny_run` from a session-scoped
+saved with ``save_pretrained`` next to the bundled SmolLM2 tokenizer (``tiny_models.tiny_llm_dir``),
+and ``corarec.training.train`` for two steps — in a few seconds on the CPU. Use :func:`build_tiny_run` from a session-scoped
 fixture (``tests/conftest_run.py``).
 
 The dataset has a user who appears only in test (a cold user), an item that appears only in test

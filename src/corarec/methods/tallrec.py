@@ -63,17 +63,17 @@ class TallRec(Method):
             raise CorarecError(f"{self.name} score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
         self.cfg = cfg
         self.llm = llm
-        self.first_layer = parse_layers(cfg.layers, llm.n_layers)[0]  # layers below it stay the frozen LLM
         self.prefix_cache: PrefixCache | None = None
         if cfg.cache_prefix:  # keyed by the base LLM's weights: made before the LoRA is attached
-            self.prefix_cache = PrefixCache(llm, self.first_layer, template_id(self.template), root=cfg.prefix_cache_dir)
+            first = parse_layers(cfg.layers, llm.n_layers)[0]  # the layers below it stay the frozen LLM
+            self.prefix_cache = PrefixCache(llm, first, template_id(self.template), root=cfg.prefix_cache_dir)
         self.peft = attach_lora(llm, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.layers)  # LLM + LoRA
 
     def score(self, batch) -> torch.Tensor:
         skip = contextlib.nullcontext()
         if self.prefix_cache is not None:
             prefix_hidden = self.prefix_cache.hidden_states(batch.input_ids, batch.attention_mask)  # [B, T, d]
-            skip = start_at_layer(self.llm, self.first_layer, prefix_hidden)
+            skip = start_at_layer(self.llm, self.prefix_cache.layer, prefix_hidden)
         with skip:
             logits = answer_logits(self.llm, batch.input_ids, batch.attention_mask)  # [B, V], through the LoRA
         return answer_score(logits, self.llm.yes_id, self.llm.no_id, self.cfg.score_mode)  # [B]
