@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from corarec.config import TrainConfig, apply_fields, load_preset, run_config_from_dict, to_dict
-from corarec.data.batches import subsample_users
+from corarec.data.batches import subsample_rows, subsample_users
 from corarec.errors import CorarecError
 from corarec.training import learning_rate
 
@@ -34,6 +34,24 @@ def test_subsample_keeps_whole_users_and_is_deterministic():
     for user in a["user_id"].unique():  # every kept user keeps all of its rows
         assert (a["user_id"] == user).sum() == (rows["user_id"] == user).sum()
     assert subsample_users(rows, None, 0) is rows
+
+
+def test_row_subsample_is_deterministic_ordered_and_spans_users():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"user_id": np.repeat(np.arange(50), 20), "item_id": rng.integers(0, 9, 1000)})
+    a = subsample_rows(rows, 200, seed=3)
+    pd.testing.assert_frame_equal(a, subsample_rows(rows, 200, seed=3))
+    assert not a.equals(subsample_rows(rows, 200, seed=4))
+    assert len(a) == 200 and a.index.is_monotonic_increasing and not a.index.duplicated().any()
+    assert a["user_id"].nunique() > 40  # whole users would give 10
+    assert subsample_rows(rows, None, 0) is rows and subsample_rows(rows, 5000, 0) is rows
+
+
+def test_train_sample_setting_is_checked():
+    assert TrainConfig().train_sample == "users"
+    assert apply_fields(TrainConfig(), {"train_sample": "rows"}, "t").train_sample == "rows"
+    with pytest.raises(CorarecError, match="train_sample must be 'rows' or 'users'"):
+        apply_fields(TrainConfig(), {"train_sample": "items"}, "t")
 
 
 def test_presets_load_and_unknown_settings_are_clear_errors(tmp_path):

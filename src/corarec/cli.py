@@ -109,7 +109,8 @@ def train(
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps"),
     patience: Optional[int] = typer.Option(None, "--patience", help="Validations without improvement before stopping"),
-    max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples", help="Train on at most N rows (whole users)"),
+    max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples", help="Train on at most N rows (seeded)"),
+    train_sample: Optional[str] = typer.Option(None, "--train-sample", help="How --max-train-samples draws: 'users' (default) or 'rows'"),
     max_eval_samples: Optional[int] = typer.Option(None, "--max-eval-samples", help="Validate on at most N rows (whole users)"),
     init: Optional[Path] = typer.Option(None, "--init", help="Run whose weights initialise this one (CoLLM from TALLRec)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
@@ -130,7 +131,7 @@ def train(
         train_settings=dict(lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
                             max_steps=max_steps, warmup_steps=warmup_steps, eval_every=eval_every,
                             patience=patience, max_train_samples=max_train_samples,
-                            max_eval_samples=max_eval_samples),
+                            train_sample=train_sample, max_eval_samples=max_eval_samples),
     )
     if metrics.get("valid"):
         typer.echo(format_metrics(metrics["valid"], f"best validation (step {metrics['best_step']}):"))

@@ -45,11 +45,18 @@ class TrainConfig:
     patience: int = 20
     """Stop after this many validations without a better valid AUC."""
     max_train_samples: int | None = None
-    """Train on at most this many rows (whole users, seeded); None = all."""
+    """Train on at most this many rows (seeded; drawn as ``train_sample`` says); None = all."""
+    train_sample: str = "users"
+    """How ``max_train_samples`` draws: 'users' (whole users, as validation and test are drawn) or 'rows'
+    (uniform rows, spanning nearly every user: 4,000 MovieLens-100K rows = ~620 users instead of 46)."""
     max_eval_samples: int | None = None
     """Validate on at most this many rows (whole users, seeded); None = all."""
     grad_clip: float = 1.0
     """Clip the gradient norm to this value (0 = off)."""
+
+    def __post_init__(self) -> None:
+        if self.train_sample not in ("rows", "users"):
+            raise CorarecError(f"train_sample must be 'rows' or 'users', got '{self.train_sample}'")
 
 
 @dataclass

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from corarec.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
-from corarec.data.batches import subsample_users
+from corarec.data.batches import subsample_rows, subsample_users
 from corarec.errors import CorarecError
 from corarec.evaluation import report, score_rows
 from corarec.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
@@ -96,8 +97,7 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
     if config.init:
         load_init(run, Path(config.init))
 
-    train_rows = subsample_users(run.dataset.train, tc.max_train_samples, config.seed).reset_index(drop=True)
-    valid_rows = subsample_users(run.dataset.valid, tc.max_eval_samples, config.seed)
+    train_rows, valid_rows = training_rows(run.dataset, config)
     steps_per_epoch = math.ceil(len(train_rows) / tc.batch_size)
     total_steps = steps_per_epoch * tc.epochs
     if tc.max_steps is not None:
@@ -152,6 +152,14 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
     progress.close()
     state.finished = True
     return write_metrics(out, state, run)
+
+
+def training_rows(dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded)."""
+    tc = config.train
+    sample = subsample_rows if tc.train_sample == "rows" else subsample_users
+    train_rows = sample(dataset.train, tc.max_train_samples, config.seed).reset_index(drop=True)
+    return train_rows, subsample_users(dataset.valid, tc.max_eval_samples, config.seed)
 
 
 def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer) -> None:

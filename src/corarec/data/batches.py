@@ -83,6 +83,19 @@ class PromptBatcher:
         )
 
 
+def subsample_rows(rows: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """Deterministically keep ``max_rows`` rows drawn uniformly (seeded), in their original order.
+
+    For training: a row sample spans (nearly) every user, where a whole-user sample of the same size
+    covers a few dozen (4,000 MovieLens-100K train rows = 46 of 647 users), too few for a model that
+    reads user embeddings to generalise to new ones.
+    """
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False))
+    return rows.iloc[keep]
+
+
 def subsample_users(rows: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
     """Deterministically keep whole users (in a seeded random order) until ``max_rows`` is reached.
 
