@@ -9,7 +9,9 @@ Runs ``corarec benchmark`` twice on the same whole-user test sample:
 2. the ``cpu`` preset with CoRA injected into all 30 layers (the paper's setting; ``--skip-all-layers`` leaves
    it out).
 Finished runs are reused, interrupted ones resume. Prints one table (AUC, UAUC, warm/cold AUC, train time).
-The first part takes about 35 minutes on a 2-core CPU, the all-layers run about 50 more.
+The first part takes about an hour on a 2-core CPU from a cold prefix cache (CoRA-MF trained in 34 minutes of
+it); the all-layers run (1,000 steps at ~3 s) about an hour more. Why CoRA-MF scores what it scores:
+``benchmarks/diagnose_cora.py --run OUT/cpu/runs/cora-mf``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,34 @@
+"""benchmarks/diagnose_cora.py on the tiny run: it re-draws the run's rows and reports real numbers."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from conftest_run import tiny_run  # noqa: F401  (session fixture)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "diagnose_cora.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("diagnose_cora", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diagnose_reports_fit_and_signal_of_a_cora_run(tiny_run):  # noqa: F811
+    from corarec.runs import load_run
+    from corarec.training import training_rows
+
+    diagnose = load_script()
+    table, signal = diagnose.diagnose(str(tiny_run.run), rows=6)
+    assert [r["n"] for r in table] == [6, 6]
+    for r in table:
+        for key in ("cf_learned", "cf_fold_in", "cora"):
+            assert 0.0 <= r[key] <= 1.0
+    run = load_run(tiny_run.run)
+    assert signal["modules"] == sum(len(v) for v in run.method.injector.deltas.values())
+    assert 0 < signal["bf16_rounding"] < signal["spread"] < 2 and signal["p_max_abs"] > 0  # trained: P left zero
+    train, valid = training_rows(run.dataset, run.config)
+    assert isinstance(train, pd.DataFrame) and len(train) == len(run.dataset.train)  # no max_train_samples: all rows
