@@ -48,7 +48,7 @@ class TrainConfig:
     """Train on at most this many rows (seeded; drawn as ``train_sample`` says); None = all."""
     train_sample: str = "users"
     """How ``max_train_samples`` draws: 'users' (whole users, as validation and test are drawn) or 'rows'
-    (uniform rows, spanning nearly every user: 4,000 MovieLens-100K rows = ~620 users instead of 46)."""
+    (uniform rows, spanning nearly every user: 4,000 MovieLens-100K train rows = 612 users instead of 46)."""
     max_eval_samples: int | None = None
     """Validate on at most this many rows (whole users, seeded); None = all."""
     grad_clip: float = 1.0
