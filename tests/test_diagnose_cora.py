@@ -29,6 +29,6 @@ def test_diagnose_reports_fit_and_signal_of_a_cora_run(tiny_run):  # noqa: F811
             assert 0.0 <= r[key] <= 1.0
     run = load_run(tiny_run.run)
     assert signal["modules"] == sum(len(v) for v in run.method.injector.deltas.values())
-    assert 0 < signal["bf16_rounding"] < signal["spread"] < 2 and signal["p_max_abs"] > 0  # trained: P left zero
+    assert 0 < signal["bf16_rounding"] < signal["spread"] < 2 and signal["p_max_abs"] > 0  # trained: P has moved off its zero init
     train, valid = training_rows(run.dataset, run.config)
     assert isinstance(train, pd.DataFrame) and len(train) == len(run.dataset.train)  # no max_train_samples: all rows

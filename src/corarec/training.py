@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from corarec.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
 from corarec.data.batches import subsample_rows, subsample_users
+from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation import report, score_rows
 from corarec.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
@@ -154,7 +155,7 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
     return write_metrics(out, state, run)
 
 
-def training_rows(dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded)."""
     tc = config.train
     sample = subsample_rows if tc.train_sample == "rows" else subsample_users
