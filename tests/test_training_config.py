@@ -67,6 +67,27 @@ def test_presets_load_and_unknown_settings_are_clear_errors(tmp_path):
         load_preset(str(bad))
 
 
+def test_a_method_train_section_overrides_the_preset_train_section_for_that_method_only(tmp_path):
+    from corarec.training import resolve_config
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train: {lr: 1.0e-3, epochs: 1, batch_size: 4}\n"
+                      "cora: {depth: 2, train: {lr: 3.0e-4, epochs: 2}}\n")
+
+    def resolved(method, **explicit):
+        return resolve_config(method, "d", "o", None, None, str(preset), None, None, None, None, {}, explicit)
+
+    cora = resolved("cora")
+    assert (cora.train.lr, cora.train.epochs, cora.train.batch_size) == (3e-4, 2, 4)
+    assert cora.method_config["depth"] == 2 and "train" not in cora.method_config
+    assert resolved("cora", lr=5e-4).train.lr == 5e-4  # an explicit flag still wins
+    tallrec = resolved("tallrec")
+    assert (tallrec.train.lr, tallrec.train.epochs) == (1e-3, 1)
+    preset.write_text("cora: {train: {learning_rate: 1.0}}\n")
+    with pytest.raises(CorarecError, match=r"cora\.train: unknown setting"):
+        resolved("cora")
+
+
 def test_run_config_round_trips_through_json():
     from corarec.config import RunConfig
 

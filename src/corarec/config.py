@@ -1,7 +1,8 @@
 """Run configuration: the training loop's settings, presets and how they combine.
 
 Precedence: dataclass defaults (the paper's values) < a preset (``--preset cpu``) < explicit
-command-line arguments. The resolved configuration is written to ``config.json`` of the run, so a
+command-line arguments. Within a preset, the ``train`` section applies to every method and a
+method's own ``train`` sub-section (``cora: {train: {lr: 3.0e-4}}``) overrides it for that method. The resolved configuration is written to ``config.json`` of the run, so a
 run can be rebuilt from that file alone.
 """
 

@@ -79,9 +79,13 @@ def resolve_config(method: str, data, out, cf, llm, preset, init, seed, device, 
     run_section = dict(sections.get("run") or {})
     explicit = {"llm": llm, "seed": seed, "device": device, "bf16": bf16}
     run_section.update({k: v for k, v in explicit.items() if v is not None})
-    train_cfg = apply_fields(TrainConfig(), sections.get("train") or {}, f"preset {preset} train")
-    train_cfg = apply_fields(train_cfg, _given(train_settings), "training settings")
     method_values = dict(sections.get(method) or {})
+    method_train = method_values.pop("train", None) or {}  # the method's own training overrides
+    if not isinstance(method_train, dict):
+        raise CorarecError(f"preset {preset} {method}.train: expected a mapping of training settings")
+    train_cfg = apply_fields(TrainConfig(), sections.get("train") or {}, f"preset {preset} train")
+    train_cfg = apply_fields(train_cfg, method_train, f"preset {preset} {method}.train")
+    train_cfg = apply_fields(train_cfg, _given(train_settings), "training settings")
     method_values.update(_given(method_settings))
     method_cfg = apply_fields(config_cls(), method_values, f"{method} settings")  # validates names
     return RunConfig(method=method, data=str(data), out=str(out), cf=str(cf) if cf else None,
