@@ -12,6 +12,7 @@ from corarec.data.batches import subsample_users
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError
 from corarec.metrics import auc
+from corarec.runs import read_run_config
 from tiny_models import tiny_dataset_dir, tiny_llm_dir
 
 PRESET = """
@@ -79,8 +80,15 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     with pytest.raises(CorarecError, match="other settings"):
         benchmark(data, out, methods="mf", preset=str(preset), seed=1, llm=llm)
     preset.write_text(PRESET.replace("rank: 2, alpha: 4", "rank: 4, alpha: 4"))  # same file, edited: not reused
-    with pytest.raises(CorarecError, match="other settings"):
+    with pytest.raises(CorarecError, match="other settings.*--retrain-stale"):
         benchmark(data, out, methods="cora-mf", preset=str(preset), seed=0, llm=llm)
+
+    # --retrain-stale sets the stale run aside (nothing deleted) and trains it again with the new settings
+    old_scores = (out / "runs" / "cora-mf" / "test_scores.csv").read_text()
+    retrained = benchmark(data, out, methods="cora-mf", preset=str(preset), seed=0, llm=llm, retrain_stale=True)
+    assert (out / "runs" / "cora-mf.stale-1" / "test_scores.csv").read_text() == old_scores
+    assert read_run_config(out / "runs" / "cora-mf").method_config["rank"] == 4
+    assert retrained["methods"][0]["trainable_parameters"] > params["cora-mf"]
 
 
 def test_benchmark_cli_is_a_thin_wrapper(tmp_path):

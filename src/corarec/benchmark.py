@@ -122,9 +122,12 @@ def plan(methods: list[str]) -> tuple[list[Entry], list[Entry]]:
 
 def benchmark(data: str | Path, out: str | Path, methods: str | list[str] | None = None,
               preset: str | None = "cpu", seed: int = 0, max_test_samples: int | None = None,
-              llm: str | None = None, device: str | None = None, bf16: bool | None = None) -> dict:
+              llm: str | None = None, device: str | None = None, bf16: bool | None = None,
+              retrain_stale: bool = False) -> dict:
     """Train (or reuse) every method, score the same test rows, write the tables and plots.
 
+    A run directory trained with other settings is an error, unless ``retrain_stale``: then it is
+    renamed to ``<method>.stale-N`` next to it (nothing is deleted) and the method is trained anew.
     Returns ``results.json``'s content; its ``"table"`` is the markdown table of ``results.md``.
     """
     started = time.perf_counter()
@@ -139,7 +142,7 @@ def benchmark(data: str | Path, out: str | Path, methods: str | list[str] | None
     test_rows = {"split": "test", "max_samples": max_test_samples, "seed": seed, "rows": len(rows),
                  "users": int(rows["user_id"].nunique()), "fingerprint": _fingerprint(rows)}
     context = dict(data=Path(data), ds=ds, rows=rows, test_rows=test_rows, preset=preset, sections=sections,
-                   seed=seed, llm=llm, device=device, bf16=bf16, runs=out / "runs")
+                   seed=seed, llm=llm, device=device, bf16=bf16, runs=out / "runs", retrain_stale=retrain_stale)
 
     results: dict[str, dict] = {}
     bar = tqdm(ordered, desc="benchmark", unit="method")
@@ -190,14 +193,14 @@ def _reference(entry: Entry, ds: Dataset, rows: pd.DataFrame, runs: Path, **_: A
 
 
 def _cf(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: dict, sections: dict,
-        seed: int, runs: Path, **_: Any) -> dict:
+        seed: int, runs: Path, retrain_stale: bool, **_: Any) -> dict:
     """A CF model alone: trained with :func:`corarec.cf.train_cf`, scored by its own CTR head."""
     from corarec.cf import load_cf, predict, train_cf
 
     run = runs / entry.name
     spec = {"kind": "cf", "model": entry.cf, "settings": cf_settings(sections, entry.cf), "seed": seed,
             "data": str(Path(data).resolve())}
-    cached = _cached(run, spec, test_rows, rows)
+    cached = _cached(run, spec, test_rows, rows, retrain_stale)
     if cached is not None:
         return cached
     if not _trained_with(run, spec):
@@ -215,7 +218,7 @@ def _cf(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: di
 
 def _llm(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: dict, preset: str | None,
          sections: dict, seed: int, llm: str | None, device: str | None, bf16: bool | None, runs: Path,
-         **_: Any) -> dict:
+         retrain_stale: bool, **_: Any) -> dict:
     """An LLM method: trained by the shared loop (:func:`corarec.training.train`), resumed if cut off."""
     from corarec.evaluation import score_rows
     from corarec.runs import CONFIG, is_finished, load_run
@@ -229,11 +232,10 @@ def _llm(entry: Entry, data: Path, ds: Dataset, rows: pd.DataFrame, test_rows: d
             # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
             "cf_weights": _file_digest(runs / entry.cf / "model.safetensors") if entry.cf else None,
             "init_weights": _file_digest(runs / entry.init / "model.safetensors") if entry.init else None}
-    cached = _cached(run, spec, test_rows, rows)
+    cached = _cached(run, spec, test_rows, rows, retrain_stale)
     if cached is not None:
         return cached
-    if (run / CONFIG).is_file():
-        _check_run_config(run, spec)
+    if (run / CONFIG).is_file() and _check_run_config(run, spec, retrain_stale):
         if not is_finished(run):
             if (run / CHECKPOINT / "state.json").is_file():
                 train(out=run, resume=True)
@@ -273,14 +275,14 @@ def cf_settings(sections: dict, model: str) -> dict[str, Any]:
 
 # ---- reuse ----------------------------------------------------------------------------------------
 
-def _cached(run: Path, spec: dict, test_rows: dict, rows: pd.DataFrame) -> dict | None:
+def _cached(run: Path, spec: dict, test_rows: dict, rows: pd.DataFrame, retrain_stale: bool) -> dict | None:
     """The stored result when ``run`` was trained *and* scored on these test rows with this spec."""
     if not (run / RESULT).is_file():
         return None
     stored = read_json(run / RESULT)
     if stored.get("spec") != spec:
-        raise CorarecError(f"{run}: trained with other settings ({_difference(stored.get('spec') or {}, spec)}); "
-                           "choose another --out or delete that run directory")
+        _stale(run, _difference(stored.get("spec") or {}, spec), retrain_stale)
+        return None
     if stored.get("test_rows") != test_rows or not (run / SCORES).is_file():
         return None  # same training, other test rows: score again
     scores = pd.read_csv(run / SCORES)
@@ -299,8 +301,8 @@ def _trained_with(run: Path, spec: dict) -> bool:
     return read_json(run / RESULT).get("spec") == spec
 
 
-def _check_run_config(run: Path, spec: dict) -> None:
-    """A partial LLM run may be continued only if it was started with the same settings."""
+def _check_run_config(run: Path, spec: dict, retrain_stale: bool) -> bool:
+    """Whether the partial LLM run ``run`` may be continued: only if started with the same settings."""
     from corarec.runs import read_run_config
 
     config = read_run_config(run)
@@ -310,8 +312,22 @@ def _check_run_config(run: Path, spec: dict) -> None:
              "data": str(Path(config.data).resolve())}
     wanted = {k: spec[k] for k in found}
     if found != wanted:
-        raise CorarecError(f"{run}: a run started with other settings ({_difference(found, wanted)}); "
-                           "choose another --out or delete that run directory")
+        _stale(run, _difference(found, wanted), retrain_stale)
+        return False
+    return True
+
+
+def _stale(run: Path, difference: str, retrain_stale: bool) -> None:
+    """A run trained with other settings: an error, or (``retrain_stale``) renamed out of the way."""
+    if not retrain_stale:
+        raise CorarecError(f"{run}: trained with other settings ({difference}); pass --retrain-stale to set it "
+                           "aside and train again, or choose another --out")
+    n = 1
+    while run.with_name(f"{run.name}.stale-{n}").exists():
+        n += 1
+    aside = run.with_name(f"{run.name}.stale-{n}")
+    run.rename(aside)
+    tqdm.write(f"    {run} was trained with other settings ({difference}); moved to {aside.name}, training again")
 
 
 def _save(run: Path, result: dict, spec: dict, test_rows: dict | None, rows: pd.DataFrame) -> None:

@@ -226,12 +226,14 @@ def benchmark(
     llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
+    retrain_stale: bool = typer.Option(False, "--retrain-stale", help="Rename a run trained with other settings to <method>.stale-N and train it again (default: stop with an error)"),
 ) -> None:
     """Train (or reuse) every method on the same split and test rows; write the comparison table and plots."""
     from corarec.benchmark import benchmark as benchmark_fn
 
     summary = benchmark_fn(data=data, out=out, methods=methods, preset=preset, seed=seed,
-                           max_test_samples=max_test_samples, llm=llm, device=device, bf16=bf16)
+                           max_test_samples=max_test_samples, llm=llm, device=device, bf16=bf16,
+                           retrain_stale=retrain_stale)
     typer.echo(summary["table"])
     typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'roc.png'}, {out / 'valid_auc.png'}")
 
