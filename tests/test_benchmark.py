@@ -80,7 +80,7 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     with pytest.raises(CorarecError, match="other settings"):
         benchmark(data, out, methods="mf", preset=str(preset), seed=1, llm=llm)
     preset.write_text(PRESET.replace("rank: 2, alpha: 4", "rank: 4, alpha: 4"))  # same file, edited: not reused
-    with pytest.raises(CorarecError, match="other settings.*--retrain-stale"):
+    with pytest.raises(CorarecError, match=r"other settings \(settings\.cora\.rank: 2 there, 4 now\).*--retrain-stale"):
         benchmark(data, out, methods="cora-mf", preset=str(preset), seed=0, llm=llm)
 
     # --retrain-stale sets the stale run aside (nothing deleted) and trains it again with the new settings
