@@ -1,16 +1,18 @@
 """CoRA's quality on MovieLens-100K with the bundled SmolLM2-135M: does CoRA-MF beat MF, the zero-shot
 LLM and the simple rate references? And what does the CPU fast mode (top-8 layers + cached prefix) cost?
 
-    python benchmarks/quality.py [--out runs/quality] [--max-test-samples 4000] [--seed 0]
+    python benchmarks/quality.py [--out runs/quality] [--max-test-samples 4000] [--seed 0] [--retrain-stale]
 
 Runs ``corarec benchmark`` twice on the same whole-user test sample:
 1. the ``cpu`` preset: item-rate and logistic-rate references, MF, zero-shot ICL, CoRA-MF in the preset's fast
    mode (injected into the top 8 layers, fed cached layer-22 inputs);
 2. the ``cpu`` preset with CoRA injected into all 30 layers (the paper's setting; ``--skip-all-layers`` leaves
    it out).
-Finished runs are reused, interrupted ones resume. Prints one table (AUC, UAUC, warm/cold AUC, train time).
-The first part takes about an hour on a 2-core CPU from a cold prefix cache (CoRA-MF trained in 34 minutes of
-it); the all-layers run (1,000 steps at ~3 s) about an hour more. Why CoRA-MF scores what it scores:
+Finished runs are reused, interrupted ones resume; ``--retrain-stale`` sets aside runs trained with other
+settings (an edited preset) and trains them again. Prints one table (AUC, UAUC, warm/cold AUC, train time).
+On a 2-core CPU from a cold prefix cache the first part takes about 35 minutes (CoRA-MF's 500 steps at
+~1.7 s while it builds the cache, the test rows' prefixes, MF); the all-layers run (500 steps at ~3 s)
+about 30 minutes more. Why CoRA-MF scores what it scores:
 ``benchmarks/diagnose_cora.py --run OUT/cpu/runs/cora-mf``.
 """
 
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--max-test-samples", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-all-layers", action="store_true", help="measure the cpu preset's fast mode only")
+    parser.add_argument("--retrain-stale", action="store_true", help="retrain runs trained with other settings")
     args = parser.parse_args()
     out = Path(args.out)
     started = time.perf_counter()
@@ -42,7 +45,8 @@ def main() -> None:
         prepare("ml-100k", out=data)
 
     fast = benchmark(data, out / "cpu", methods="item-rate,logistic-rate,mf,icl,cora-mf",
-                     preset="cpu", seed=args.seed, max_test_samples=args.max_test_samples)
+                     preset="cpu", seed=args.seed, max_test_samples=args.max_test_samples,
+                     retrain_stale=args.retrain_stale)
     summary = {"methods": [dict(m, label=f"{m['label']} (top:8 + cached prefix)") if m["name"] == "cora-mf" else m
                            for m in fast["methods"]]}
     if not args.skip_all_layers:
@@ -51,7 +55,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "cpu-all-layers.yaml").write_text(yaml.safe_dump(preset))
         paper_like = benchmark(data, out / "all-layers", methods="cora-mf", preset=str(out / "cpu-all-layers.yaml"),
-                               seed=args.seed, max_test_samples=args.max_test_samples)
+                               seed=args.seed, max_test_samples=args.max_test_samples, retrain_stale=args.retrain_stale)
         assert paper_like["test_rows"]["fingerprint"] == fast["test_rows"]["fingerprint"], "different test rows"
         summary["methods"].append(dict(paper_like["methods"][0], label="CoRA-MF (all 30 layers)"))
     rows = fast["test_rows"]
