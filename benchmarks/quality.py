@@ -10,9 +10,8 @@ Runs ``corarec benchmark`` twice on the same whole-user test sample:
    it out).
 Finished runs are reused, interrupted ones resume; ``--retrain-stale`` sets aside runs trained with other
 settings (an edited preset) and trains them again. Prints one table (AUC, UAUC, warm/cold AUC, train time).
-On a 2-core CPU from a cold prefix cache the first part takes about 35 minutes (CoRA-MF's 500 steps at
-~1.7 s while it builds the cache, the test rows' prefixes, MF); the all-layers run (500 steps at ~3 s)
-about 30 minutes more. Why CoRA-MF scores what it scores:
+The first part takes about an hour on a 2-core CPU from a cold prefix cache (CoRA-MF trained in 34 minutes of
+it); the all-layers run (1,000 steps at ~3 s) about an hour more. Why CoRA-MF scores what it scores:
 ``benchmarks/diagnose_cora.py --run OUT/cpu/runs/cora-mf``.
 """
 

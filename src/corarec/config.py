@@ -2,8 +2,9 @@
 
 Precedence: dataclass defaults (the paper's values) < a preset (``--preset cpu``) < explicit
 command-line arguments. Within a preset, the ``train`` section applies to every method and a
-method's own ``train`` sub-section (``cora: {train: {lr: 3.0e-4}}``) overrides it for that method. The resolved configuration is written to ``config.json`` of the run, so a
-run can be rebuilt from that file alone.
+method's own ``train`` sub-section (``cora: {train: {lr: 3.0e-4}}``) overrides it for that method.
+The resolved configuration is written to ``config.json`` of the run, so a run can be rebuilt from
+that file alone.
 """
 
 from __future__ import annotations
