@@ -19,6 +19,11 @@ from corarec.llm import answer_logits, load_llm, score as llm_score
 from corarec.methods.collm import CoLLM, CoLLMConfig
 from corarec.methods.icl import ICL, ICLConfig
 from corarec.methods.tallrec import TallRec, TallRecConfig
+from corarec.prefix_cache import layer_inputs, start_at_layer
+from numerics import (
+    assert_within, product_magnitude, rounding_tolerance, scaled_delta_weights, score_tolerance, storage_tolerance,
+    within,
+)
 from tiny_models import tiny_cf_dir, tiny_dataset_dir, tiny_llm_dir
 
 
@@ -143,7 +148,18 @@ def test_tallrec_top_layers_from_the_prefix_cache_score_like_the_full_forward(ti
     full.load_trainable_state_dict(cached.trainable_state_dict())
     full.eval()
     batch = batch_of(cached, tiny, split="test")
-    assert torch.allclose(cached.score(batch), full.score(batch), atol=1e-3)  # the cache stores bf16
+    expected = full.score(batch)
+
+    def scores_from(hidden):  # full's scores with its layer-1 inputs replaced
+        with start_at_layer(full.llm, 1, hidden):
+            return answer_logits(full.llm, batch.input_ids, batch.attention_mask)[:, full.llm.yes_id]
+
+    # the cache stores bf16: each stored value rounded (derived from the score's gradient), then fp32 on
+    tolerance = (storage_tolerance(scores_from, layer_inputs(full.llm, 1, batch.input_ids, batch.attention_mask),
+                                   torch.bfloat16) + score_tolerance(full.llm.model, batch.input_ids.shape[1], rank=8))
+    assert_within(cached.score(batch), expected, tolerance, "scores from the bf16 prefix cache")
+    with scaled_delta_weights(cached.peft, 1.1):  # bf16 storage is coarse: a LoRA ΔW off by 10% is caught
+        assert not within(cached.score(batch), expected, tolerance)
     with pytest.raises(CorarecError, match="collm cannot use cache_prefix"):
         make_collm(tiny, layers="top:1", cache_prefix=True)
 
@@ -173,14 +189,19 @@ def test_tallrec_run_saves_a_peft_adapter_that_plain_peft_loads(tiny, tallrec_ru
     llm = fresh_llm(tiny)
     PeftModel.from_pretrained(llm.model, str(tallrec_run / "adapter")).eval()  # peft alone, no corarec
     theirs = llm_score(llm, batch.input_ids, batch.attention_mask)
-    assert torch.allclose(ours, theirs, atol=1e-5)
+    tolerance = score_tolerance(llm.model, batch.input_ids.shape[1], rank=8)  # fp32, maybe summed otherwise
+    assert_within(ours, theirs, tolerance, "corarec's vs peft's scores")
     assert not torch.allclose(theirs, llm_score(fresh_llm(tiny), batch.input_ids, batch.attention_mask))
+    with scaled_delta_weights(llm.model, 1 + 1e-2):  # ... and the comparison can fail: ΔW off by 1% is caught
+        assert not within(ours, llm_score(llm, batch.input_ids, batch.attention_mask), tolerance)
 
     from corarec.methods.peft_lora import load_adapter
 
     other = TallRec(TallRecConfig(), fresh_llm(tiny)).eval()
     load_adapter(other.peft, tallrec_run / "adapter")
-    assert torch.allclose(other.score(batch), ours, atol=1e-6)
+    assert_within(other.score(batch), ours, tolerance, "scores after load_adapter")
+    with scaled_delta_weights(other.peft, 1 + 1e-2):
+        assert not within(other.score(batch), ours, tolerance)
     with pytest.raises(CorarecError, match="r="):
         load_adapter(TallRec(TallRecConfig(rank=4), fresh_llm(tiny)).peft, tallrec_run / "adapter")
 
@@ -219,8 +240,12 @@ def test_collm_splices_mapped_cf_embeddings_at_the_placeholders(tiny):
 
     embeds = method.input_embeddings(batch)
     e_u, e_i = method.cf.embed(batch.cf)
-    assert torch.allclose(embeds[user_pos], method.mapping(e_u), atol=1e-6)
-    assert torch.allclose(embeds[item_pos], method.mapping(e_i), atol=1e-6)
+    first, last = method.mapping[0], method.mapping[2]  # Linear → ReLU (|relu z| ≤ |z|) → Linear
+    for pos, e in ((user_pos, e_u), (item_pos, e_i)):
+        magnitude = product_magnitude(product_magnitude(e, first.weight.T) + first.bias.abs(), last.weight.T)
+        tolerance = rounding_tolerance(magnitude + last.bias.abs(), first.in_features + last.in_features + 2)
+        assert_within(embeds[pos], method.mapping(e), tolerance, "spliced mapped embeddings")
+        assert not within(embeds[pos], method.mapping(e) * (1 + 1e-3), tolerance)  # 0.1% off is caught
     table = method.llm.model.get_input_embeddings()
     rest = ~(user_pos | item_pos)
     assert torch.equal(embeds[rest], table(batch.input_ids[rest]))
@@ -240,7 +265,11 @@ def test_collm_splices_mapped_cf_embeddings_at_the_placeholders(tiny):
     assert torch.equal(zeroed, method.score(batch))
     plain = table(batch.input_ids.masked_fill(user_pos | item_pos, 0)).masked_fill((user_pos | item_pos)[..., None], 0.0)
     expected = answer_logits(method.llm, None, batch.attention_mask, inputs_embeds=plain)[:, method.llm.yes_id]
-    assert torch.allclose(zeroed, expected, atol=1e-6)
+    tolerance = score_tolerance(method.llm.model, batch.input_ids.shape[1], rank=method.cfg.rank)
+    assert_within(zeroed, expected, tolerance, "scores with zero placeholders")
+    padded = table(batch.input_ids.masked_fill(user_pos | item_pos, method.pad_id))  # pad embeddings, not zeros
+    with_pads = answer_logits(method.llm, None, batch.attention_mask, inputs_embeds=padded)[:, method.llm.yes_id]
+    assert not within(zeroed, with_pads, tolerance)  # ... and the comparison can fail
 
     with pytest.raises(CorarecError, match="collm"):
         method.score(batch_of(method, tiny, template="tallrec"))
