@@ -98,6 +98,7 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
         kwargs = {}
         if not (path / "config.json").is_file():
             raise CorarecError(f"--llm {name}: not a Hugging Face model directory (no config.json)")
+        refuse_custom_code(path, name)
     elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         raise CorarecError(f"--llm {name}: not a model directory")
     else:
@@ -106,14 +107,21 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
     # Frozen weights need no fp32 master copy: on a GPU they are stored in the autocast dtype (a 7B
     # model takes 14 GB, not 28). On a CPU they stay fp32 and autocast casts per matmul.
     weights_dtype = mixed if (mixed is not None and device.type == "cuda") else torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype, **kwargs)
+    try:  # never code shipped with a model: transformers would otherwise ask on stdin whether to run it
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as e:  # missing files / not in the local HF cache / bad tokenizer
+        if "trust_remote_code" in str(e):  # a cached HF model whose config names custom code
+            raise CorarecError(f"--llm {name}: {CUSTOM_CODE_REFUSED}") from None
         raise CorarecError(
             f"--llm {name}: cannot load it offline ({str(e).splitlines()[0]}); pass a local model "
             f"directory, or download the model first (e.g. `huggingface-cli download {name}`)"
         ) from None
+    except RuntimeError as e:  # weights whose shapes differ from config.json (e.g. an edited hidden_size)
+        if "mismatch" not in str(e):
+            raise
+        raise CorarecError(f"--llm {name}: its weights do not match its config.json (tensor shapes differ; "
+                           "see the load report above); was config.json edited?") from None
     model.to(device).eval()
     model.requires_grad_(False)
     tokenizer.padding_side = "left"
@@ -144,9 +152,10 @@ def bundled_model_dir() -> Path:
         return out
     t0 = time.time()
     print(f"converting the bundled {gguf.name} once into {out} ...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32,
+        trust_remote_code=False,
     )
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
@@ -154,6 +163,18 @@ def bundled_model_dir() -> Path:
         write_json(tmp / "source.json", source)
     print(f"done in {time.time() - t0:.0f} s", flush=True)
     return out
+
+
+CUSTOM_CODE_REFUSED = ("it names custom code (auto_map) and corarec never runs code shipped with a model "
+                       "(trust_remote_code=False); use a model whose architecture transformers provides")
+
+
+def refuse_custom_code(path: Path, name: str) -> None:
+    """A clear error when a model directory's config or tokenizer config names custom code (``auto_map``)."""
+    for file in ("config.json", "tokenizer_config.json"):
+        settings = read_json(path / file) if (path / file).is_file() else {}
+        if isinstance(settings, dict) and settings.get("auto_map"):
+            raise CorarecError(f"--llm {name}: {file}: {CUSTOM_CODE_REFUSED}")
 
 
 def single_token_id(tokenizer, text: str, name: str) -> int:
