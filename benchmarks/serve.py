@@ -11,7 +11,7 @@ port), warmed up, then each client count runs until ``--requests`` requests are 
 (user, item) pairs of the run's test split, in raw ids. ``rows/call`` is the mean number of rows
 the model scored per call (from ``/info``): 1 × pairs without batching, more when concurrent
 requests were merged. Ratios in the last column compare batching on / off at the same client count,
-measured in this run.
+measured in this run. When ``CORAREC_TOKEN`` is set the server requires it, and the clients send it.
 """
 
 from __future__ import annotations
@@ -132,6 +132,12 @@ class server:
             self.proc.wait()
 
 
+def auth_headers() -> dict[str, str]:
+    """The bearer token the server (which inherits this environment) will require, if any."""
+    token = os.environ.get("CORAREC_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,7 +145,7 @@ def free_port() -> int:
 
 
 async def warm_up(base: str, pairs: list[dict], per_request: int) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=120, headers=auth_headers()) as http:
         for start in range(0, 3 * per_request, per_request):
             (await http.post("/score", json={"pairs": pairs[start:start + per_request]})).raise_for_status()
 
@@ -152,7 +158,7 @@ async def load(base: str, pairs: list[dict], per_request: int, clients: int, bat
     errors = 0
     issued = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits, headers=auth_headers()) as http:
         before = (await http.get("/info")).json()["serving"]
         started = time.perf_counter()
         stop_at = started + time_limit

@@ -1,12 +1,15 @@
 """The HTTP service: every endpoint with FastAPI's test client (bad inputs included), micro-batching,
-and one real round trip through uvicorn on 127.0.0.1."""
+and real round trips through uvicorn on 127.0.0.1 (the body cap and the token included; the rest of
+the limits are in test_serve_limits.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -16,6 +19,7 @@ from fastapi.testclient import TestClient
 from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.microbatch import MicroBatcher
 from corarec.serve import ServeSettings, create_app
+from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def client(recommender):
 def test_health_info_and_docs(client, tiny_run):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
-    assert info["method"] == "cora" and info["llm"] == str(tiny_run.llm)
+    assert info["method"] == "cora" and info["llm"] == tiny_run.llm.name  # a name, not the path
     assert info["cf"]["model"] == "mf" and info["cf"]["dim"] == 16
     assert info["dataset"]["name"] == "tiny" and info["dataset"]["items"] == 30
     assert info["metrics"]["best_valid_auc"] is not None
@@ -48,7 +52,12 @@ def test_score(client, recommender):
     assert [s["cold"] for s in scores] == [False, True, True]
     expected = recommender.score([("u00", "m1001"), ("stranger", "1003"),
                                   {"user": "newbie", "item": "m1004", "history": ["m1000", "m1002"]}])
-    np.testing.assert_allclose([s["logit"] for s in scores], expected["logit"], rtol=1e-4, atol=1e-4)
+    tolerance = method_score_tolerance(recommender.run.method)  # fp32, batched otherwise
+    assert_within([s["logit"] for s in scores], expected["logit"].to_numpy(), tolerance, "served logits")
+    with scaled_delta_weights(recommender.run.method, 1.1):  # ... and the comparison can fail: ΔW 10% off
+        off = recommender.score([("u00", "m1001"), ("stranger", "1003"),
+                                 {"user": "newbie", "item": "m1004", "history": ["m1000", "m1002"]}])
+    assert not within([s["logit"] for s in scores], off["logit"].to_numpy(), tolerance)
     assert all(0 < s["probability"] < 1 for s in scores)
 
 
@@ -57,7 +66,7 @@ def test_score(client, recommender):
     ({"pairs": []}, "at least 1 item"),
     ({"pairs": [{"user": "u00", "item": "m1001"}] * 9}, "at most 8 items"),
     ({"pairs": [{"user": "u00"}]}, "Field required"),
-    ({"pairs": [{"user": {"id": 1}, "item": "m1001"}]}, "valid string"),
+    ({"pairs": [{"user": {"id": 1}, "item": "m1001"}]}, "an id is a JSON string or integer"),
     ({"pairs": [{"user": "u00", "item": "m1001", "history": "m1000"}]}, "valid list"),
     ({"pairs": [{"user": "u00", "item": "  "}]}, "row 1: item is empty"),
     ({"pairs": [{"user": "u00", "item": "m1001", "history": ["zz"]}]}, "row 1: history: item 1 ('zz') is not an item"),
@@ -170,18 +179,20 @@ def test_batched_and_unbatched_servers_agree_under_concurrency(recommender):
 
     batched, stats_on = run_all(True)
     alone, stats_off = run_all(False)
-    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-4)
+    assert_within(batched, alone, method_score_tolerance(recommender.run.method), "batched vs unbatched logits")
     assert stats_off["batches"] == len(pairs) and stats_on["rows"] == len(pairs)
     assert stats_on["batches"] < len(pairs)  # concurrent requests shared model calls
 
 
-def test_real_http_round_trip_through_uvicorn(recommender):
+@contextmanager
+def uvicorn_server(app):
+    """``app`` served by uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(recommender), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -189,16 +200,39 @@ def test_real_http_round_trip_through_uvicorn(recommender):
         while not server.started:
             assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=30) as http:
-            assert http.get("/health").json()["status"] == "ok"
-            scored = http.post("/score", json={"pairs": [{"user": "u01", "item": "m1002"}]})
-            assert scored.status_code == 200
-            expected = recommender.score([("u01", "m1002")])["logit"].iloc[0]
-            assert scored.json()["scores"][0]["logit"] == pytest.approx(expected, abs=1e-4)
-            assert http.post("/recommend", json={"user": "u01", "k": 2}).json()["items"][0]["rank"] == 1
-            assert http.post("/score", json={"pairs": "nope"}).status_code == 422
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_real_http_round_trip_through_uvicorn(recommender):
+    with uvicorn_server(create_app(recommender)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert http.get("/health").json()["status"] == "ok"
+        scored = http.post("/score", json={"pairs": [{"user": "u01", "item": "m1002"}]})
+        assert scored.status_code == 200
+        expected = recommender.score([("u01", "m1002")])["logit"].iloc[0]
+        assert_within(scored.json()["scores"][0]["logit"], expected, method_score_tolerance(recommender.run.method))
+        assert http.post("/recommend", json={"user": "u01", "k": 2}).json()["items"][0]["rank"] == 1
+        assert http.post("/score", json={"pairs": "nope"}).status_code == 422
+
+
+def test_body_cap_token_and_strict_json_over_real_http(recommender):
+    limit, token = 2000, "s3cret-Token_1"
+    valid = json.dumps({"pairs": [{"user": "u00", "item": "m1001"}]}).encode()
+    at_limit, over = (valid[:-1] + b" " * (size - len(valid)) + b"}" for size in (limit, limit + 1))
+    plain = {"content-type": "application/json"}
+    ok = {"Authorization": f"Bearer {token}", **plain}
+    app = create_app(recommender, settings=ServeSettings(max_body_bytes=limit), token=token)
+    with uvicorn_server(app) as base:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            assert http.get("/health").status_code == 200
+            assert http.post("/score", content=at_limit, headers=plain).status_code == 401
+            assert http.post("/score", content=at_limit, headers=ok).status_code == 200
+            assert http.post("/score", content=over, headers=ok).status_code == 413
+        with httpx.Client(base_url=base, timeout=30) as http:  # the 413 closed the connection
+            assert http.post("/score", content=iter([b"{" + b" " * 999] * 3), headers=ok).status_code == 413  # chunked
+        with httpx.Client(base_url=base, timeout=30) as http:
+            nan = b'{"pairs": [{"user": NaN, "item": "m1001"}]}'
+            assert http.post("/score", content=nan, headers=ok).status_code == 422

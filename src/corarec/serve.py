@@ -9,28 +9,39 @@ Endpoints (OpenAPI documentation at ``/docs``)::
 
 The run is loaded once, when the app is created. The rows of concurrent requests are scored
 together by a :class:`~corarec.microbatch.MicroBatcher` (``batching=False`` scores each request
-alone, for comparison); model work always runs on one thread. Bad JSON, wrong types and requests
-over the limits are answered with 422 and a message saying what is wrong; ids the dataset does not
-know in ``candidates`` or ``history`` also give 422.
+alone, for comparison); model work always runs on one thread. Bad JSON (NaN and Infinity included),
+wrong types (ids are JSON strings or integers: no booleans or floats; counts are integers, not
+numeric strings), unknown fields and requests over the limits are answered with 422 and a message
+saying what is wrong, never the input; ids the dataset does not know in ``candidates`` or
+``history`` also give 422. A body over ``max_body_bytes`` is refused with 413 before it is parsed,
+and with a token every endpoint but ``/health`` answers 401 without it (:mod:`corarec.serve_guard`).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at run
 # time, and the request models are local to create_app (their limits come from the settings).
 
+import math
+import os
+import re
+import sys
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional, Union
+from typing import Annotated, Optional, Union
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, WithJsonSchema
 
 from corarec.errors import CorarecError
 from corarec.microbatch import MicroBatcher
 from corarec.recommender import Recommender, load, pair_records, sigmoid
+from corarec.serve_guard import (TOKEN_ENV, BearerToken, BodySizeLimit, StrictJSONRoute, exposure_warning,
+                                 public_info, validation_error_response)
 
-RawId = Union[str, int]
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+INT64 = 2 ** 63
 
 
 @dataclass
@@ -52,12 +63,53 @@ class ServeSettings:
     """Most ``candidates`` (and largest ``pool``) of one ``/recommend`` request."""
     max_history: int = 1000
     """Most items in a request's ``history``."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body in bytes (1 MiB); a larger one is refused with 413 before it is parsed."""
+    max_id_length: int = 256
+    """Longest id string accepted."""
+
+    def __post_init__(self) -> None:
+        """Check every field's type and range (one line naming the option on a bad value)."""
+        if not isinstance(self.batching, bool):
+            raise CorarecError(f"batching must be true or false, got {self.batching!r}")
+        wait = self.max_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            raise CorarecError(f"--max-wait-ms must be a finite number of at least 0, got {wait!r}")
+        for f in fields(self):
+            if f.name not in ("batching", "max_wait_ms"):
+                _check_int(f"--{f.name.replace('_', '-')}", getattr(self, f.name), 1)
+
+
+def raw_id_type(max_length: int) -> object:
+    """The type of a raw id in a request: a JSON string of at most ``max_length`` characters or a
+    64-bit integer. Booleans and floats are refused (not turned into ``"True"`` or ``"7"``)."""
+
+    def check(value: object) -> Union[str, int]:
+        if isinstance(value, str):
+            if len(value) > max_length:
+                raise ValueError(f"an id is at most {max_length} characters")
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT64 <= value < INT64:
+                raise ValueError("an integer id must fit in 64 bits")
+            return value
+        raise ValueError("an id is a JSON string or integer")
+
+    schema = {"anyOf": [{"type": "string", "maxLength": max_length}, {"type": "integer"}]}
+    return Annotated[Union[str, int], PlainValidator(check), WithJsonSchema(schema)]
 
 
 def request_models(s: ServeSettings) -> tuple[type[BaseModel], ...]:
-    """Pydantic request/response models whose limits come from ``s`` (they show in /docs)."""
+    """Pydantic request/response models whose limits come from ``s`` (they show in /docs).
+
+    Strict types: an id is a JSON string (at most ``max_id_length`` characters) or a 64-bit integer,
+    never a boolean or a float; ``k`` and ``pool`` are integers, not numeric strings. Unknown fields
+    are refused, so a misspelt option is not silently ignored."""
+    RawId = raw_id_type(s.max_id_length)
+    strict = ConfigDict(extra="forbid")
 
     class Pair(BaseModel):
+        model_config = strict
         user: RawId = Field(description="User id as in the original data")
         item: RawId = Field(description="Item id as in the original data")
         history: Optional[list[RawId]] = Field(
@@ -65,6 +117,7 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], ...]:
             description="Item ids the user liked, oldest first; replaces the dataset's history (for a new user)")
 
     class ScoreRequest(BaseModel):
+        model_config = strict
         pairs: list[Pair] = Field(min_length=1, max_length=s.max_pairs)
 
     class ScoredPair(BaseModel):
@@ -78,11 +131,12 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], ...]:
         scores: list[ScoredPair]
 
     class RecommendRequest(BaseModel):
+        model_config = strict
         user: RawId
-        k: int = Field(10, ge=1, le=s.max_k)
+        k: StrictInt = Field(10, ge=1, le=s.max_k)
         candidates: Optional[list[RawId]] = Field(None, min_length=1, max_length=s.max_candidates,
                                                   description="Item ids to rank; default: the CF model's top `pool`")
-        pool: int = Field(100, ge=1, le=s.max_candidates, description="CF pre-selection size without candidates")
+        pool: StrictInt = Field(100, ge=1, le=s.max_candidates, description="CF pre-selection size without candidates")
         history: Optional[list[RawId]] = Field(None, max_length=s.max_history,
                                                description="Item ids the user liked, oldest first (for a new user)")
 
@@ -103,9 +157,13 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], ...]:
 
 
 def create_app(run: str | Path | Recommender, data: str | Path | None = None, device: str | None = None,
-               settings: ServeSettings | None = None) -> FastAPI:
-    """A FastAPI app serving ``run`` (a run directory, or an already loaded :class:`Recommender`)."""
+               settings: ServeSettings | None = None, token: str | None = None) -> FastAPI:
+    """A FastAPI app serving ``run`` (a run directory, or an already loaded :class:`Recommender`).
+
+    With ``token``, every endpoint but ``/health`` requires ``Authorization: Bearer <token>``."""
     s = settings or ServeSettings()
+    if token is not None:
+        check_token(token)
     recommender = run if isinstance(run, Recommender) else load(run, data=data, device=device)
     recommender.progress = False  # no progress bars in the server's log
     ScoreRequest, ScoreResponse, RecommendRequest, RecommendResponse = request_models(s)
@@ -126,12 +184,20 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
                   version=_version(), lifespan=lifespan)
     app.state.recommender = recommender
     app.state.batcher = batcher
+    app.router.route_class = StrictJSONRoute  # NaN, Infinity, non-UTF-8: 422 (set before the routes)
+    app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
+    if token is not None:
+        app.add_middleware(BearerToken, token=token)  # added last: outermost, checked before the body is read
 
     @app.post("/score", response_model=ScoreResponse)
     async def score(request: ScoreRequest) -> dict:
         """Score (user, item) pairs: the logit of "Yes" and its probability, per pair, in order."""
+        def resolve() -> list[dict]:  # ids to rows: up to ~10^5 history ids, so off the event loop
+            return recommender.resolve(pair_records([p.model_dump(exclude_none=True) for p in request.pairs]))
+
         try:
-            rows = recommender.resolve(pair_records([p.model_dump(exclude_none=True) for p in request.pairs]))
+            rows = await batcher.run(resolve)
         except CorarecError as e:
             raise _unprocessable(e, "pairs")
         logits = await batcher.submit(rows)
@@ -160,9 +226,10 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
 
     @app.get("/info")
     async def info() -> dict:
-        """Method, LLM, CF model, dataset, the run's metrics and the serving settings."""
-        out = recommender.info()
-        out["serving"] = {**asdict(s), "batches": batcher.batches, "rows": batcher.rows}
+        """Method, LLM, CF model, dataset (names, not paths), the run's metrics and the serving settings."""
+        out = public_info(recommender.info())
+        out["serving"] = {**asdict(s), "token_required": token is not None, "batches": batcher.batches,
+                          "rows": batcher.rows}
         return out
 
     return app
@@ -170,24 +237,55 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, data: str | Path | None = None,
           device: str | None = None, batching: bool = True, max_batch_size: int = 64, max_wait_ms: float = 0.0,
-          max_pairs: int = 1000, max_k: int = 100, threads: int | None = None, log_level: str = "info") -> None:
+          max_pairs: int = 1000, max_k: int = 100, max_body_bytes: int = 1 << 20, token: str | None = None,
+          threads: int | None = None, log_level: str = "info") -> None:
     """Load ``run`` once and serve it over HTTP with uvicorn until interrupted.
 
-    ``threads`` sets torch's CPU threads (default: torch's choice); on a busy shared CPU fewer
-    threads than cores avoids the steep slow-down of oversubscribed OpenMP threads.
+    Every option is checked before the run is loaded. ``token`` (default: the ``CORAREC_TOKEN``
+    environment variable, which unlike ``--token`` does not show in the process list) requires
+    ``Authorization: Bearer <token>`` on every endpoint but ``/health``; serving on a non-loopback
+    address without one prints a warning. ``threads`` sets torch's CPU threads (default: torch's
+    choice); on a busy shared CPU fewer threads than cores avoids the steep slow-down of
+    oversubscribed OpenMP threads.
     """
     import torch
     import uvicorn
 
+    if not isinstance(host, str) or not host.strip():
+        raise CorarecError(f"--host must be an interface name or address, got {host!r}")
+    _check_int("--port", port, 1, 65535)
     if threads is not None:
-        if threads < 1:
-            raise CorarecError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-
+        _check_int("--threads", threads, 1)
+    if log_level not in LOG_LEVELS:
+        raise CorarecError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     settings = ServeSettings(batching=batching, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                             max_pairs=max_pairs, max_k=max_k)
-    app = create_app(run, data=data, device=device, settings=settings)
+                             max_pairs=max_pairs, max_k=max_k, max_body_bytes=max_body_bytes)
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    if token is not None:
+        check_token(token)
+    warning = exposure_warning(host, token)
+    if warning:
+        print(warning, file=sys.stderr)
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    app = create_app(run, data=data, device=device, settings=settings, token=token)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+
+
+def check_token(token: str) -> None:
+    """A bearer token must be sendable in an HTTP header: printable ASCII, no spaces (never echoed)."""
+    if not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise CorarecError(f"the token (--token or {TOKEN_ENV}) must be a non-empty string of printable "
+                           "ASCII characters without spaces")
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    """``value`` is an integer (not a bool) in ``[low, high]``, else a one-line error naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise CorarecError(f"{name} must be an integer {bounds}, got {value!r}")
 
 
 def _unprocessable(error: Exception | str, field: str) -> HTTPException:
