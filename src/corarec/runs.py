@@ -2,10 +2,12 @@
 
 A run directory holds::
 
-    config.json          RunConfig: method, data, CF run, LLM id, all settings, seed
+    config.json          RunConfig: method, data, CF run, LLM id, all settings, seed; the run-directory
+                         format and library versions (:mod:`corarec.run_format`)
     model.safetensors    the best trained weights (generator + P for CoRA; nothing of the LLM)
-    metrics.json         validation curve, best valid AUC, and any evaluated splits
+    metrics.json         validation curve, best valid AUC (the training's; ``evaluate`` never writes it)
     checkpoint/          the last training state (weights, optimizer, RNG, position) for --resume
+    eval/<split>.json    the latest ``corarec evaluate`` of each split
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from corarec.config import RunConfig, apply_fields, run_config_from_dict
+from corarec.config import RunConfig, apply_fields, run_config_from_dict, to_dict
 from corarec.data.batches import PromptBatcher
 from corarec.data.schema import Dataset, read_dataset
+from corarec.device import resolve_device
 from corarec.errors import CorarecError
-from corarec.io import load_tensors, read_json
+from corarec.io import load_tensors, read_json, write_json
 from corarec.methods import Method, method_classes, uses_cf
+from corarec.run_format import check_and_migrate, settings_of, stamp
+from corarec.settings import check_option
 
 if TYPE_CHECKING:
     from corarec.llm import LLM
@@ -42,15 +47,6 @@ class LoadedRun:
     llm: "LLM"
     device: torch.device
     root: Path | None = None
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CorarecError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
 
 
 def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
@@ -88,7 +84,12 @@ def read_run_config(run: str | Path) -> RunConfig:
     root = Path(run)
     if not (root / CONFIG).is_file():
         raise CorarecError(f"{root}: not a run directory (no {CONFIG}); train one with `corarec train`")
-    return run_config_from_dict(read_json(root / CONFIG))
+    return run_config_from_dict(settings_of(check_and_migrate(read_json(root / CONFIG), root)), where=str(root / CONFIG))
+
+
+def write_run_config(run: str | Path, config: RunConfig) -> None:
+    """Write ``RUN/config.json``: ``config`` stamped with the run-directory format and library versions."""
+    write_json(Path(run) / CONFIG, stamp(to_dict(config)))
 
 
 def load_run(run: str | Path, data: str | Path | None = None, device: str | None = None) -> LoadedRun:
@@ -101,7 +102,7 @@ def load_run(run: str | Path, data: str | Path | None = None, device: str | None
     if data is not None:
         config.data = str(data)
     if device is not None:
-        config.device = device
+        config.device = check_option(RunConfig, "device", device, "--device")  # checked before any loading
     loaded = build_run(config)
     weights = root / WEIGHTS
     if loaded.method.trains:
