@@ -118,7 +118,7 @@ def test_custom_bad_inputs(tmp_path):
     run("user,item,label,ts\na,x,1,1\na,y,0,1600000000000\n", r"log\.csv:3: ts .* looks like milliseconds")
     run("user,item,label,ts\na,x,1,1\na,y,0,soon\n", r"log\.csv:3: ts must be Unix seconds or a date, got 'soon'")
     run("user,item,label,ts\na,x,1,1\n,y,0,2\n", r"log\.csv:3: user is empty")
-    run("user,item,label,ts\na,x,1,1\na,y,0,2,9\n", r"log\.csv: malformed file .*line 3")
+    run("user,item,label,ts\na,x,1,1\na,y,0,2,9\n", r"log\.csv:3: malformed line: expected 4 fields .* got 5")
     run("user,item,label,ts\na,x,1,1\na,y,0,2\n", r"--split: expected three fractions", split="0.5,0.5")
     run("user,item,label,ts\na,x,1,1\na,y,0,2\n", r"the valid split is empty", split="0.5,0,0.5")
     run("user,item,label,ts\na,x,1,1\na,y,0,2\n", r"first cut date must come before", split="2020-02-01,2020-01-01")
@@ -134,7 +134,7 @@ def test_failed_prepare_keeps_previous_output(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     (raw / "ratings.dat").write_text("garbage\n")
-    check(r"ratings\.dat:1: malformed line", name="ml-1m", out=out, raw=raw)
+    check(r"ratings\.dat:1: malformed line", name="ml-1m", out=out, raw=raw, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     calls = {"n": 0}
@@ -149,12 +149,12 @@ def test_failed_prepare_keeps_previous_output(tmp_path, monkeypatch):
     write_ml1m(raw)
     monkeypatch.setattr(pd.DataFrame, "to_parquet", flaky)
     with pytest.raises(OSError):
-        prepare("ml-1m", out=out, raw=raw)
+        prepare("ml-1m", out=out, raw=raw, overwrite=True)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "raw"]  # no temporary leftovers
 
-    check(r"already exists \(pass --overwrite", name="ml-1m", out=out, raw=raw, overwrite=False)
+    check(r"already holds a prepared dataset; pass --overwrite", name="ml-1m", out=out, raw=raw)
 
 
 # --- reading a hand-made prepared directory ----------------------------------------------------
@@ -233,3 +233,80 @@ def test_read_dataset_without_users_table(prepared):
     (prepared / "dataset.json").write_text(json.dumps(info))
     rewrite(prepared / "valid.parquet", lambda f: f.__setitem__("user_id", np.array([0, 1])))
     read_error(prepared, r"train\.parquet: row 4: user_id 2 out of range 0\.\.1")
+
+
+# --- values that used to pass silently, and lines an editor would show -----------------------------
+
+def custom_log(tmp_path, text: str, **kwargs):
+    """``prepare custom`` on a log ``text`` (items x and y have titles); returns the one-line error."""
+    (tmp_path / "items.csv").write_text("item,title\nx,X\ny,Y\n")
+    (tmp_path / "log.csv").write_text(text)
+    return tmp_path / "log.csv", dict(name="custom", out=tmp_path / "ds", interactions=tmp_path / "log.csv",
+                                      items=tmp_path / "items.csv", **kwargs)
+
+
+RATED = "user,item,rating,ts\n" + "".join(f"u{i % 3},{'xy'[i % 2]},{i % 5 + 1},{1000 + i}\n" for i in range(12))
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf")])
+def test_custom_label_threshold_must_be_a_finite_number(tmp_path, threshold):
+    _, kwargs = custom_log(tmp_path, RATED, label_threshold=threshold)
+    check(rf"^--label-threshold must be a finite number, got {threshold}$", **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("stamp, problem", [("-1e300", "is out of range"), ("1e10", "is out of range"),
+                                            ("inf", "must be Unix seconds or a date")])
+def test_custom_timestamp_out_of_range(tmp_path, stamp, problem):
+    _, kwargs = custom_log(tmp_path, RATED.replace(",1005\n", f",{stamp}\n"), label_threshold=4)
+    check(rf"log\.csv:7: ts '{stamp}' {problem}", **kwargs)
+
+
+def test_ml1m_timestamp_out_of_range(tmp_path):
+    raw = write_ml1m(tmp_path / "raw")
+    lines = (raw / "ratings.dat").read_text(encoding="latin-1").splitlines()
+    lines[1] = "1::20::5::-1e300"
+    (raw / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    check(r"ratings\.dat:2: timestamp '-1e300' is out of range \(Unix seconds between 1677-09-22 and 2262-04-11\)",
+          name="ml-1m", out=tmp_path / "ds", raw=raw)
+
+
+def test_custom_parquet_user_column_of_lists(tmp_path):
+    (tmp_path / "items.csv").write_text("item,title\nx,X\ny,Y\n")
+    log = pd.DataFrame({"user": [["a", "b"], ["c"]] * 6, "item": ["x", "y"] * 6, "label": [0, 1] * 6,
+                        "ts": range(12)})  # read as text, every list would be one user id
+    log.to_parquet(tmp_path / "log.parquet")
+    check(r"log\.parquet: row 0: column 'user' holds a list \(\['a', 'b'\]\), expected one value per row",
+          name="custom", out=tmp_path / "ds", interactions=tmp_path / "log.parquet", items=tmp_path / "items.csv")
+
+
+@pytest.mark.parametrize("text, line, got", [
+    ("user,item,label,ts\na,x,1,1,9\na,y,0,2\n", 2, 5),             # pandas read the extra field as an index
+    ("user,item,label,ts\na,x,1,1\na,y,0\n", 3, 3),                 # pandas padded the short line
+    ("user,item,label,ts\na,x,1,1\n\n\na,y,0,2,9\n", 5, 5),         # blank lines count
+    ('user,item,label,ts\n"a\nb",x,1,1\na,y,0,2,9\n', 4, 5),        # a quoted line break counts
+])
+def test_custom_ragged_csv_names_the_line_an_editor_shows(tmp_path, text, line, got):
+    _, kwargs = custom_log(tmp_path, text)
+    check(rf"log\.csv:{line}: malformed line: expected 4 fields separated by ',' \(as in the header\), got {got}$",
+          **kwargs)
+
+
+def test_custom_value_errors_count_blank_lines_and_quoted_breaks(tmp_path):
+    _, kwargs = custom_log(tmp_path, 'user,item,label,ts\n"a\nb",x,1,1\n\na,y,bad,2\n')
+    check(r"log\.csv:5: label must be 0 or 1, got 'bad'$", **kwargs)
+
+
+def test_read_dataset_bad_counts_in_dataset_json(prepared):
+    info = json.loads((prepared / "dataset.json").read_text())
+    (prepared / "dataset.json").write_text(json.dumps({**info, "n_users": "abc"}))
+    read_error(prepared, r"dataset\.json: 'n_users' must be a positive integer, got 'abc'$")
+    (prepared / "users.parquet").unlink()  # n_users is then what bounds the user ids
+    read_error(prepared, r"dataset\.json: 'n_users' must be a positive integer, got 'abc'$")
+    (prepared / "dataset.json").write_text(json.dumps({**info, "item_noun": 7}))
+    read_error(prepared, r"dataset\.json: 'item_noun' must be non-empty text, got 7$")
+
+
+def test_read_dataset_json_that_is_not_utf8(prepared):
+    (prepared / "dataset.json").write_bytes(b'{"name": "caf\xe9", "item_noun": "movie"}')
+    read_error(prepared, r"dataset\.json: not UTF-8 text \(invalid continuation byte at byte 13\); JSON files must be UTF-8$")

@@ -4,65 +4,70 @@ Precedence: dataclass defaults (the paper's values) < a preset (``--preset cpu``
 command-line arguments. Within a preset, the ``train`` section applies to every method and a
 method's own ``train`` sub-section (``cora: {train: {lr: 3.0e-4}}``) overrides it for that method.
 The resolved configuration is written to ``config.json`` of the run, so a run can be rebuilt from
-that file alone.
+that file alone. Every field is checked by its type and the rule declared beside it
+(:mod:`corarec.settings`), whichever of these sources it comes from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from corarec.device import DEVICE_NAMES, DEVICE_PATTERN
 from corarec.errors import CorarecError
+from corarec.settings import Settings, apply_settings, config_from_dict, mapping, setting
+
+SEED_MAX = 2**32 - 1
+"""Largest seed NumPy's global generator accepts (seeds are 0..SEED_MAX)."""
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of the shared training loop (paper defaults: official CoRA configs)."""
 
-    lr: float = 1e-3
+    lr: float = setting(1e-3, above=0)
     """Peak learning rate of AdamW."""
-    weight_decay: float = 1e-3
+    weight_decay: float = setting(1e-3, at_least=0)
     """AdamW weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = setting((0.9, 0.999), at_least=0, below=1)
     """AdamW betas."""
-    warmup_steps: int = 200
+    warmup_steps: int = setting(200, at_least=0)
     """Linear warm-up steps (from ``warmup_start_lr`` to ``lr``); cosine decay to 0 afterwards."""
-    warmup_start_lr: float = 1e-5
+    warmup_start_lr: float = setting(1e-5, at_least=0)
     """Learning rate at step 0."""
-    batch_size: int = 8
+    batch_size: int = setting(8, at_least=1)
     """Training rows per optimizer step."""
-    eval_batch_size: int = 16
+    eval_batch_size: int = setting(16, at_least=1)
     """Rows per forward pass when scoring."""
-    epochs: int = 1
+    epochs: int = setting(1, at_least=1)
     """Passes over the (sub-sampled) training rows."""
-    max_steps: int | None = None
+    max_steps: int | None = setting(None, at_least=1)
     """Stop after this many optimizer steps (None: epochs decide)."""
-    eval_every: int = 100
+    eval_every: int = setting(100, at_least=1)
     """Validate every this many steps (the paper's 'epoch' of 50–100 steps)."""
-    patience: int = 20
+    patience: int = setting(20, at_least=0)
     """Stop after this many validations without a better valid AUC."""
-    max_train_samples: int | None = None
+    max_train_samples: int | None = setting(None, at_least=1)
     """Train on at most this many rows (seeded; drawn as ``train_sample`` says); None = all."""
-    train_sample: str = "users"
+    train_sample: str = setting("users", choices=("rows", "users"))
     """How ``max_train_samples`` draws: 'users' (whole users, as validation and test are drawn) or 'rows'
     (uniform rows, spanning nearly every user: 4,000 MovieLens-100K train rows = 612 users instead of 46)."""
-    max_eval_samples: int | None = None
+    max_eval_samples: int | None = setting(None, at_least=1)
     """Validate on at most this many rows (whole users, seeded); None = all."""
-    grad_clip: float = 1.0
+    valid_sample_seed: int | None = setting(None, at_least=0, at_most=SEED_MAX)
+    """Seed of the validation sample (None: the run's ``seed``). ``corarec benchmark`` sets its sample
+    seed here, so that runs trained with different seeds validate on the same rows."""
+    grad_clip: float = setting(1.0, at_least=0)
     """Clip the gradient norm to this value (0 = off)."""
-
-    def __post_init__(self) -> None:
-        if self.train_sample not in ("rows", "users"):
-            raise CorarecError(f"train_sample must be 'rows' or 'users', got '{self.train_sample}'")
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Settings):
     """Everything needed to rebuild a run (written to ``RUN/config.json``)."""
 
     method: str
@@ -73,19 +78,19 @@ class RunConfig:
     """Run directory."""
     cf: str | None = None
     """CF run directory (CoRA and CoLLM)."""
-    llm: str = "smollm2-135m"
+    llm: str = setting("smollm2-135m", pattern=r".*\S.*", expected="a model name or directory")
     """Hugging Face id, local directory, or the alias 'smollm2-135m' (bundled)."""
-    seed: int = 0
+    seed: int = setting(0, at_least=0, at_most=SEED_MAX)
     """Seed for sampling, shuffling, initialisation and dropout."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu' or 'cuda'."""
+    device: str = setting("auto", pattern=DEVICE_PATTERN, expected=DEVICE_NAMES)
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     bf16: bool = True
     """bf16 autocast where the hardware supports it."""
     init: str | None = None
     """Run directory whose trained weights initialise this one (CoLLM stage 2 from TALLRec)."""
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = setting(default_factory=TrainConfig)
     """Training-loop settings."""
-    method_config: dict[str, Any] = field(default_factory=dict)
+    method_config: dict[str, Any] = setting(default_factory=dict)
     """Settings of the method (fields of its config dataclass)."""
     preset: str | None = None
     """Preset the settings came from, if any."""
@@ -97,7 +102,10 @@ def load_preset(name: str) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise CorarecError(f"{path}: preset file not found")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise CorarecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     else:
         bundled = resources.files("corarec") / "configs" / f"{name}.yaml"
         if not bundled.is_file():
@@ -114,13 +122,9 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def apply_fields(obj: Any, values: dict[str, Any], where: str) -> Any:
-    """Return a copy of dataclass ``obj`` with ``values`` set; unknown names are a clear error."""
-    names = {f.name for f in dataclasses.fields(obj)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise CorarecError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    values = {k: (tuple(v) if isinstance(getattr(obj, k), tuple) else v) for k, v in values.items()}
-    return dataclasses.replace(obj, **values)
+    """Return a copy of config ``obj`` with ``values`` set, validated; unknown names, wrong types and
+    out-of-range values are one-line errors naming ``where``."""
+    return apply_settings(obj, values, where)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -128,10 +132,17 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a :class:`RunConfig` from ``config.json``."""
-    data = dict(data)
-    train = apply_fields(TrainConfig(), data.pop("train", {}), "config.json train")
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    data = {k: v for k, v in data.items() if k in known}
-    return RunConfig(train=train, **data)
+def run_config_from_dict(data: Any, where: str = "config.json") -> RunConfig:
+    """Rebuild a :class:`RunConfig` from ``config.json`` (``where`` names the file), checking every
+    setting, the method's included: unknown or missing keys and bad values are one-line errors."""
+    from corarec.methods import method_classes
+
+    values = mapping(data, where, "config")
+    train = config_from_dict(TrainConfig, values.pop("train", None), where, "train.")
+    config = config_from_dict(RunConfig, {**values, "train": train}, where)
+    try:
+        method_cls, _ = method_classes(config.method)
+    except CorarecError as e:
+        raise CorarecError(f"{where}: {e}") from None
+    config_from_dict(method_cls, config.method_config, where, "method_config.")
+    return config

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from corarec.config import TrainConfig
 from corarec.errors import CorarecError
 from corarec.io import atomic_path
 from corarec.metrics import metric_report
 from corarec.recommender import load, pair_records, read_table
+from corarec.settings import check_option
 
 
 def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Path | None = None,
@@ -28,6 +30,9 @@ def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Pat
     input, out = Path(input), Path(out)
     if out.suffix not in (".csv", ".parquet"):
         raise CorarecError(f"{out}: output must be a .csv or .parquet file")
+    if out.is_dir():
+        raise CorarecError(f"{out}: is a directory; --out needs a .csv or .parquet file path")
+    check_option(TrainConfig, "eval_batch_size", batch_size, "--batch-size")
     pairs = pair_records(read_table(input), where=str(input))  # validate before loading the model
     recommender = load(run, data=data, device=device, batch_size=batch_size)
     scores = recommender.score(pairs)

@@ -1,17 +1,20 @@
 """Configuration of a CF model and its training, with per-model presets for the CPU.
 
 The presets train each model on MovieLens-100K in about a minute or less on two CPU cores and were
-chosen on the ML-100K *valid* split (never on test); ``--grid`` searches lr × weight decay around
+chosen on the ML-100K *valid* split (never on test); ``--grid`` searches lr × weight decay × dim around
 them. The embedding size is the paper's 256 (the CoRA generator's input is two of them) for MF and
 LightGCN, and :data:`SASREC_DIM` for SASRec on the CPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import itertools
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from corarec.config import SEED_MAX
 from corarec.errors import CorarecError
+from corarec.settings import Settings, SettingError, config_from_dict, setting
 
 CF_MODELS = ("mf", "lightgcn", "sasrec")
 
@@ -22,62 +25,52 @@ valid. Pass ``dim=256`` (``--dim 256``) for the paper's size."""
 
 
 @dataclass
-class CFConfig:
-    """Everything needed to rebuild and retrain a CF model (saved in the run's ``config.json``)."""
+class CFConfig(Settings):
+    """Everything needed to rebuild and retrain a CF model (saved in the run's ``config.json``);
+    every field is checked by its type and the rule beside it (:mod:`corarec.settings`)."""
 
-    model: str = "mf"
+    model: str = setting("mf", choices=CF_MODELS)
     """Which model: ``mf``, ``lightgcn`` or ``sasrec``."""
-    dim: int = 256
+    dim: int = setting(256, at_least=1)
     """Embedding size of users and items (paper: 256)."""
-    lr: float = 1e-3
+    lr: float = setting(1e-3, above=0)
     """Adam learning rate."""
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, at_least=0)
     """Adam weight decay (L2 on all parameters, applied every step)."""
-    epochs: int = 30
+    epochs: int = setting(30, at_least=1)
     """Maximum number of passes over the train rows."""
-    batch_size: int = 1024
+    batch_size: int = setting(1024, at_least=1)
     """Train rows per Adam step."""
-    patience: int = 3
+    patience: int = setting(3, at_least=0)
     """Stop after this many epochs without a better valid AUC; the best epoch's weights are kept."""
-    seed: int = 0
+    seed: int = setting(0, at_least=0, at_most=SEED_MAX)
     """Seed of parameter initialisation, shuffling and dropout."""
     bias: bool = True
     """MF/LightGCN: add user, item and global biases to the dot product (off = the paper's plain form)."""
-    layers: int = 2
+    layers: int = setting(2, at_least=0)
     """LightGCN: propagation layers; SASRec: self-attention blocks."""
-    heads: int = 1
+    heads: int = setting(1, at_least=1)
     """SASRec: attention heads."""
-    dropout: float = 0.2
+    dropout: float = setting(0.2, at_least=0, below=1)
     """SASRec: dropout on embeddings, attention and feed-forward outputs."""
-    max_len: int = 25
+    max_len: int = setting(25, at_least=1)
     """Most recent history items read by SASRec and by the fold-in of new users."""
-    fold_in: str = "learned"
+    fold_in: str = setting("learned", choices=("learned", "mean"))
     """MF/LightGCN: how a user unseen in train is embedded from its history: ``learned`` or ``mean``
     (see :mod:`corarec.cf.fold_in`)."""
 
     def __post_init__(self) -> None:
-        if self.model not in CF_MODELS:
-            raise CorarecError(f"unknown CF model '{self.model}'; choose one of {', '.join(CF_MODELS)}")
-        for name in ("dim", "epochs", "batch_size", "max_len", "heads"):
-            if getattr(self, name) < 1:
-                raise CorarecError(f"CF config: {name} must be at least 1, got {getattr(self, name)}")
-        if self.patience < 0 or self.layers < 0:
-            raise CorarecError("CF config: patience and layers must be non-negative")
+        super().__post_init__()  # every field's type and range
         if self.dim % self.heads:
-            raise CorarecError(f"CF config: dim {self.dim} is not divisible by heads {self.heads}")
-        if self.fold_in not in ("learned", "mean"):
-            raise CorarecError(f"CF config: fold_in must be 'learned' or 'mean', got '{self.fold_in}'")
+            raise SettingError(f"dim {self.dim} is not divisible by heads {self.heads}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> "CFConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise CorarecError(f"{where}: unknown CF config key(s) {', '.join(unknown)}")
-        return cls(**data)
+        """Rebuild from a mapping (``config.json``); unknown keys and bad values name ``where``."""
+        return config_from_dict(cls, data, where)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -88,9 +81,28 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Per-model defaults that differ from the dataclass defaults (chosen on the ML-100K valid split)."""
 
 GRID: dict[str, dict[str, list[float]]] = {
-    model: dict(lr=[3e-4, 1e-3, 3e-3], weight_decay=[0.0, 1e-5, 3e-5]) for model in CF_MODELS
+    "mf": dict(lr=[3e-4, 1e-3, 3e-3], weight_decay=[0.0, 1e-5, 3e-5], dim=[64, 128, 256]),
+    "lightgcn": dict(lr=[3e-4, 1e-3, 3e-3], weight_decay=[0.0, 1e-5, 3e-5], dim=[64, 128, 256]),
+    "sasrec": dict(lr=[3e-4, 1e-3, 3e-3], weight_decay=[0.0, 1e-5, 3e-5], dim=[SASREC_DIM, 2 * SASREC_DIM]),
 }
-"""The ``--grid`` search: every lr × weight_decay pair (9 runs), best valid AUC kept."""
+"""The ``--grid`` search: every lr × weight_decay × dim combination (27 runs; SASRec 18, its transformer
+is slow above 64), best valid AUC kept."""
+GRID_KEYS = ("lr", "weight_decay", "dim")
+"""The settings a grid may search."""
+
+
+def grid_candidates(base: CFConfig, space: dict[str, list]) -> list[CFConfig]:
+    """``base`` with every combination of the values in ``space`` (keys of :data:`GRID_KEYS`; a key
+    left out keeps ``base``'s value), in a fixed order: lr, then weight decay, then dim."""
+    unknown = sorted(set(space) - set(GRID_KEYS))
+    if unknown:
+        raise CorarecError(f"CF grid: unknown setting(s) {', '.join(unknown)}; a grid searches {', '.join(GRID_KEYS)}")
+    keys = [key for key in GRID_KEYS if key in space]
+    for key in keys:
+        if not isinstance(space[key], (list, tuple)) or not space[key]:
+            raise CorarecError(f"CF grid: {key} must be a non-empty list of values, got {space[key]!r}")
+    return [CFConfig(**{**base.to_dict(), **dict(zip(keys, values))})
+            for values in itertools.product(*(space[key] for key in keys))]
 
 
 def make_config(model: str, **overrides: Any) -> CFConfig:
@@ -99,4 +111,4 @@ def make_config(model: str, **overrides: Any) -> CFConfig:
         raise CorarecError(f"unknown CF model '{model}'; choose one of {', '.join(CF_MODELS)}")
     values = dict(PRESETS[model])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return CFConfig(model=model, **values)
+    return config_from_dict(CFConfig, {"model": model, **values}, "CF settings")

@@ -10,8 +10,13 @@ found by name, case-insensitively, from these candidates (override with ``column
 - timestamp: ``timestamp``, ``time``, ``ts``, ``unixreviewtime``, ``date``, ``datetime`` — integer
   Unix seconds, or date/time strings (read as UTC)
 
-Label: ``rating >= label_threshold`` when a threshold is given; otherwise the log's label column
-(or a rating column that only holds 0/1).
+Label: ``rating >= label_threshold`` (a finite number) when a threshold is given; otherwise the
+log's label column (or a rating column that only holds 0/1).
+
+Every column holds one value per row (a parquet column of lists is an error), every CSV/TSV line as
+many fields as the header, and numeric timestamps lie within what a date can hold (1677–2262).
+Errors name the file and the line as an editor shows it (the header is line 1; blank lines and
+line breaks inside quoted fields are counted), or the 0-based row of a parquet file.
 
 **Items** (``--items``): columns item (candidates above) and title (``title``, ``name``,
 ``item_title``, ``movie_title``, ``book_title``). Every item of the log needs a non-empty title;
@@ -25,13 +30,14 @@ for a repeated item the first row wins; items that never occur in the log are le
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from corarec.data.raw import RawData
+from corarec.data.raw import UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, check_csv_fields, csv_line_of_row
 from corarec.errors import CorarecError
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -60,6 +66,9 @@ def load_custom(
         raise CorarecError("custom: pass --interactions FILE (CSV, TSV or parquet interaction log)")
     if items is None:
         raise CorarecError("custom: pass --items FILE (CSV, TSV or parquet table with item and title)")
+    if label_threshold is not None and (isinstance(label_threshold, bool) or not isinstance(label_threshold, (int, float))
+                                        or not math.isfinite(label_threshold)):
+        raise CorarecError(f"--label-threshold must be a finite number, got {label_threshold!r}")
     log_path, items_path = Path(interactions), Path(items)
     log = read_table(log_path)
     if log.empty:
@@ -108,28 +117,32 @@ def read_table(path: Path) -> pd.DataFrame:
     """Read CSV (``.csv``, ``.csv.gz``), TSV (``.tsv``, ``.tab``) or parquet, every column as text for CSV/TSV."""
     if not path.is_file():
         raise CorarecError(f"{path}: file not found")
-    suffixes = "".join(path.suffixes[-2:]).lower()
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if _is_parquet(path):
             return pd.read_parquet(path)
-        sep = "\t" if any(s in suffixes for s in (".tsv", ".tab")) else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+        table = pd.read_csv(path, sep=_separator(path), dtype=str, keep_default_na=False, na_values=[""],
+                            skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise CorarecError(f"{path}: file is empty") from None
     except pd.errors.ParserError as e:
+        check_csv_fields(path, _separator(path))  # names the first ragged line as an editor counts it
         raise CorarecError(f"{path}: malformed file ({' '.join(str(e).split())})") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise CorarecError(f"{path}: cannot read ({' '.join(str(e).split())})") from None
+    check_csv_fields(path, _separator(path))  # pandas pads short lines, reads a long first line's extra field as an index
+    return table
 
 
 def _column(frame: pd.DataFrame, role: str, path: Path, chosen: dict[str, str], required: bool = True) -> str | None:
     if role in chosen:
         if chosen[role] not in frame.columns:
             raise CorarecError(f"{path}: column {chosen[role]!r} (given for {role}) not found; found {', '.join(map(str, frame.columns))}")
+        _one_value_per_row(frame, chosen[role], path)
         return chosen[role]
     lower = {str(c).strip().lower(): c for c in frame.columns}
     for candidate in CANDIDATES[role]:
         if candidate in lower:
+            _one_value_per_row(frame, lower[candidate], path)
             return lower[candidate]
     if required:
         raise CorarecError(
@@ -172,10 +185,13 @@ def _timestamps(values: pd.Series, path: Path, col: str) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(values):  # parquet datetime column (naive = UTC)
         return _seconds(pd.to_datetime(values, utc=True))
     numbers = pd.to_numeric(values, errors="coerce")
-    huge = numbers.to_numpy(dtype=np.float64) > 1e11
-    if huge.any():
-        first = int(np.flatnonzero(huge)[0])
-        raise CorarecError(f"{_where(path, first)}: {col} {values.iloc[first]!r} looks like milliseconds; give Unix seconds")
+    array = numbers.to_numpy(dtype=np.float64)
+    for bad, problem in ((np.isinf(array), "must be Unix seconds or a date"),
+                         (array > 1e11, "looks like milliseconds; give Unix seconds"),
+                         ((array < UNIX_SECONDS[0]) | (array > UNIX_SECONDS[1]), f"is out of range ({UNIX_SECONDS_SPAN})")):
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise CorarecError(f"{_where(path, first)}: {col} {values.iloc[first]!r} {problem}")
     seconds = np.zeros(len(values), dtype=np.int64)
     is_number = numbers.notna().to_numpy()
     seconds[is_number] = np.floor(numbers[is_number].to_numpy(dtype=np.float64)).astype(np.int64)
@@ -236,8 +252,30 @@ def _no_missing(frame: pd.DataFrame, col: str, path: Path) -> None:
         raise CorarecError(f"{_where(path, first)}: {col} is empty")
 
 
+def _one_value_per_row(frame: pd.DataFrame, col: str, path: Path) -> None:
+    """A column of lists (parquet) would turn into one text per list: an error naming the first row."""
+    values = frame[col]
+    if values.dtype != object:
+        return
+    nested = values.map(lambda v: isinstance(v, (list, tuple, set, dict, np.ndarray))).to_numpy(dtype=bool)
+    if nested.any():
+        first = int(np.flatnonzero(nested)[0])
+        shown = repr(list(values.iloc[first]) if isinstance(values.iloc[first], np.ndarray) else values.iloc[first])
+        raise CorarecError(f"{_where(path, first)}: column {col!r} holds a list ({shown[:40]}), expected one value per row")
+
+
 def _where(path: Path, row: int) -> str:
-    """``file:line`` for CSV/TSV (header = line 1), ``file: row N`` for parquet (0-based)."""
-    if path.suffix.lower() in (".parquet", ".pq"):
+    """``file:line`` of data row ``row`` (0-based) for CSV/TSV, as an editor numbers lines (header =
+    line 1, blank lines and quoted line breaks counted); ``file: row N`` for parquet (0-based)."""
+    if _is_parquet(path):
         return f"{path}: row {row}"
-    return f"{path}:{row + 2}"
+    return f"{path}:{csv_line_of_row(path, _separator(path), row)}"
+
+
+def _separator(path: Path) -> str:
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    return "\t" if any(s in suffixes for s in (".tsv", ".tab")) else ","
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from corarec.assets import ml100k_dir
-from corarec.data.raw import RawData, parse_numbers, read_delimited
+from corarec.data.raw import UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, parse_numbers, read_delimited
 from corarec.errors import CorarecError
 
 
@@ -106,7 +106,8 @@ def load_ml1m(raw: Path | None, protocol: ML1MProtocol = ML1MProtocol()) -> RawD
         "user_raw": [u.strip() for u in columns[0]],
         "item_raw": [i.strip() for i in columns[1]],
         "rating": parse_numbers(columns[2], ratings_path, lines, "rating", integer=False),
-        "timestamp": parse_numbers(columns[3], ratings_path, lines, "timestamp", integer=True),
+        "timestamp": parse_numbers(columns[3], ratings_path, lines, "timestamp", integer=True,
+                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
     })
     _, movie_fields, _ = read_delimited(movies_path, "::", 3, encoding="latin-1")
     titles = {m[0].strip(): m[1].strip() for m in movie_fields}
@@ -150,7 +151,8 @@ def _read_recbole_100k(folder: Path) -> tuple[pd.DataFrame, dict[str, str], str]
         "user_raw": [v.strip() for v in columns[names["user_id"]]],
         "item_raw": [v.strip() for v in columns[names["item_id"]]],
         "rating": parse_numbers(columns[names["rating"]], inter_path, lines, "rating", integer=False),
-        "timestamp": parse_numbers(columns[names["timestamp"]], inter_path, lines, "timestamp", integer=True),
+        "timestamp": parse_numbers(columns[names["timestamp"]], inter_path, lines, "timestamp", integer=True,
+                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
     })
     head, item_fields, _ = read_delimited(item_path, "\t", 4, header=True)
     names = _field_names(head, item_path, ("item_id", "movie_title", "release_year"))
@@ -169,7 +171,8 @@ def _read_grouplens_100k(folder: Path) -> tuple[pd.DataFrame, dict[str, str], st
         "user_raw": [v.strip() for v in columns[0]],
         "item_raw": [v.strip() for v in columns[1]],
         "rating": parse_numbers(columns[2], data_path, lines, "rating", integer=False),
-        "timestamp": parse_numbers(columns[3], data_path, lines, "timestamp", integer=True),
+        "timestamp": parse_numbers(columns[3], data_path, lines, "timestamp", integer=True,
+                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
     })
     _, item_fields, _ = read_delimited(item_path, "|", 24, encoding="latin-1")
     titles = {f[0].strip(): f[1].strip() for f in item_fields}  # GroupLens titles already hold "(Year)"

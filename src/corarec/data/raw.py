@@ -8,8 +8,10 @@ format. The readers here raise :class:`~corarec.errors.CorarecError` naming the 
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -18,6 +20,10 @@ import numpy as np
 import pandas as pd
 
 from corarec.errors import CorarecError
+
+UNIX_SECONDS = (math.ceil(pd.Timestamp.min.timestamp()), math.floor(pd.Timestamp.max.timestamp()))
+"""The Unix seconds a timestamp may hold: the span pandas can represent as a date (1677-09-22 to 2262-04-11)."""
+UNIX_SECONDS_SPAN = "Unix seconds between 1677-09-22 and 2262-04-11"
 
 
 @dataclass
@@ -95,8 +101,12 @@ def read_delimited(
     return head, rows, numbers
 
 
-def parse_numbers(values: Sequence[str], path: Path, lines: Sequence[int], what: str, integer: bool) -> np.ndarray:
-    """Convert strings to int64 (``integer``) or float64; the first bad value is reported with its line."""
+def parse_numbers(values: Sequence[str], path: Path, lines: Sequence[int], what: str, integer: bool,
+                  limits: tuple[float, float] | None = None, span: str | None = None) -> np.ndarray:
+    """Convert strings to int64 (``integer``) or float64; the first bad value is reported with its line.
+
+    ``limits`` (inclusive; described as ``span`` in the error) bound the values; integers are always
+    bound to what int64 holds exactly, so nothing wraps around."""
     array = pd.to_numeric(pd.Series(values, dtype=object).str.strip(), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(array)
     if integer:
@@ -105,7 +115,54 @@ def parse_numbers(values: Sequence[str], path: Path, lines: Sequence[int], what:
         i = int(np.flatnonzero(bad)[0])
         kind = "an integer" if integer else "a number"
         raise CorarecError(f"{path}:{lines[i]}: {what} must be {kind}, got {values[i]!r}")
+    low, high = limits if limits is not None else (-math.inf, math.inf)
+    if integer:
+        low, high = max(low, -(2.0**53)), min(high, 2.0**53)
+    outside = (array < low) | (array > high)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise CorarecError(f"{path}:{lines[i]}: {what} {values[i]!r} is out of range ({span or f'{low:g} to {high:g}'})")
     return array.astype(np.int64) if integer else array
+
+
+def csv_records(path: Path, sep: str) -> Iterator[tuple[int, int]]:
+    """``(first line, number of fields)`` of every non-blank record of a CSV/TSV file, header first, read
+    as pandas reads it: blank and whitespace-only lines are skipped, a quoted field may span lines. Lines
+    are 1-based, as an editor numbers them. Files compressed other than by gzip yield nothing (pandas reads them)."""
+    if path.suffix.lower() in (".bz2", ".zip", ".xz", ".zst", ".tar"):
+        return
+    with open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
+        line = 1
+        for record in reader:
+            if len(record) > 1 or (record and record[0].strip()):
+                yield line, len(record)
+            line = reader.line_num + 1
+
+
+def check_csv_fields(path: Path, sep: str) -> None:
+    """Every record of a CSV/TSV has as many fields as its header, else an error naming the first line that has not
+    (what the csv module cannot read at all is left to pandas to report)."""
+    try:
+        records = csv_records(path, sep)
+        header = next(records, None)
+        for line, n_fields in records if header is not None else ():
+            if n_fields != header[1]:
+                raise CorarecError(f"{path}:{line}: malformed line: expected {header[1]} fields separated by "
+                                   f"{sep!r} (as in the header), got {n_fields}")
+    except (csv.Error, UnicodeDecodeError, OSError, EOFError):
+        return
+
+
+def csv_line_of_row(path: Path, sep: str, row: int) -> int:
+    """The line where data row ``row`` (0-based, as pandas numbers it) of a CSV/TSV starts, the header being line 1."""
+    try:
+        for index, (line, _) in enumerate(csv_records(path, sep)):
+            if index == row + 1:  # record 0 is the header
+                return line
+    except (csv.Error, UnicodeDecodeError, OSError, EOFError):
+        pass
+    return row + 2  # one line per record: right unless the file could not be scanned
 
 
 def natural_order(raw_ids: Sequence[str]) -> list[str]:

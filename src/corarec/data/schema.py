@@ -24,7 +24,7 @@ import pandas as pd
 
 from corarec.data.history import add_history
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, read_json, write_json
+from corarec.io import atomic_dir, read_json, recover_dir, write_json
 
 SPLITS = ("train", "valid", "test")
 ROW_COLUMNS = ("user_id", "item_id", "label", "timestamp")
@@ -90,6 +90,7 @@ class Dataset:
 def read_dataset(path: str | Path) -> Dataset:
     """Read and validate a prepared dataset directory."""
     root = Path(path)
+    recover_dir(root)  # a `prepare --overwrite` killed mid-swap leaves the previous dataset in .NAME.old
     if not root.is_dir():
         raise CorarecError(f"{root}: prepared dataset directory not found (run `corarec prepare` first)")
     meta_path = root / "dataset.json"
@@ -99,6 +100,12 @@ def read_dataset(path: str | Path) -> Dataset:
     for key in ("name", "item_noun"):
         if key not in info:
             raise CorarecError(f"{meta_path}: missing key '{key}'")
+        if not isinstance(info[key], str) or not info[key].strip():
+            raise CorarecError(f"{meta_path}: '{key}' must be non-empty text, got {info[key]!r}")
+    for key in ("n_users", "n_items"):
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CorarecError(f"{meta_path}: '{key}' must be a positive integer, got {value!r}")
 
     items = _read_parquet(root / "items.parquet")
     _require_columns(items, ("item_id", "title"), root / "items.parquet")

@@ -28,10 +28,11 @@ from torch import nn
 
 from corarec.data.prompts import ITEM_TOKEN, USER_TOKEN
 from corarec.errors import CorarecError
-from corarec.llm import SCORE_MODES, answer_logits, answer_score
+from corarec.llm import answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.peft_lora import attach_lora, save_adapter
 from corarec.methods.tallrec import TallRecConfig
+from corarec.settings import setting
 
 
 @dataclass
@@ -39,11 +40,11 @@ class CoLLMConfig(TallRecConfig):
     """Settings of CoLLM (defaults: the CoLLM paper). The LoRA fields are TALLRec's, inherited, so that
     stage 2 can start from a TALLRec run (``--init``) with the very same LoRA."""
 
-    hidden_factor: int = 10
+    hidden_factor: int = setting(10, at_least=1)
     """Hidden width of the mapping MLP, in multiples of the CF embedding size."""
     train_lora: bool = True
     """Stage 2 trains the LoRA with the mapping (True) or keeps the stage-1 LoRA frozen (False)."""
-    fold_in_fraction: float = 0.0
+    fold_in_fraction: float = setting(0.0, at_least=0, at_most=1)
     """Share of training rows that use the CF model's fold-in (cold-start) user embedding."""
 
 
@@ -56,12 +57,6 @@ class CoLLM(Method):
 
     def __init__(self, cfg: CoLLMConfig, llm, cf):
         super().__init__()
-        if cfg.score_mode not in SCORE_MODES:
-            raise CorarecError(f"collm score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
-        if cfg.hidden_factor < 1:
-            raise CorarecError(f"collm hidden_factor must be at least 1, got {cfg.hidden_factor}")
-        if not 0.0 <= cfg.fold_in_fraction <= 1.0:
-            raise CorarecError(f"collm fold_in_fraction must lie in [0, 1], got {cfg.fold_in_fraction}")
         if cfg.cache_prefix:
             raise CorarecError("collm cannot use cache_prefix: its CF tokens change the input of every layer")
         self.cfg = cfg

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from corarec.errors import CorarecError
 from corarec.llm import SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
+from corarec.settings import Settings, setting
 
 
 @dataclass
-class ICLConfig:
+class ICLConfig(Settings):
     """Settings of the zero-shot baseline."""
 
-    score_mode: str = "yes"
+    score_mode: str = setting("yes", choices=SCORE_MODES)
     """'yes': the logit of " Yes" at the answer slot (the paper); 'yes_minus_no': logit(Yes) − logit(No)."""
 
 
@@ -32,8 +32,6 @@ class ICL(Method):
 
     def __init__(self, cfg: ICLConfig, llm):
         super().__init__()
-        if cfg.score_mode not in SCORE_MODES:
-            raise CorarecError(f"icl score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
         self.cfg = cfg
         self.llm = llm
         self.model = llm.model  # registered so that .to() / .eval() reach it; every weight frozen

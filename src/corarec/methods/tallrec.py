@@ -20,29 +20,29 @@ from pathlib import Path
 import torch
 
 from corarec.data.prompts import template_id
-from corarec.errors import CorarecError
 from corarec.llm import SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.cora.injection import parse_layers
 from corarec.methods.peft_lora import attach_lora, save_adapter
 from corarec.prefix_cache import PrefixCache, start_at_layer
+from corarec.settings import Settings, setting
 
 
 @dataclass
-class TallRecConfig:
-    """Settings of TALLRec's LoRA (defaults: the TALLRec paper)."""
+class TallRecConfig(Settings):
+    """Settings of TALLRec's LoRA (defaults: the TALLRec paper); checked by type and the rule beside each field."""
 
-    rank: int = 8
+    rank: int = setting(8, at_least=1)
     """LoRA rank r."""
     alpha: float = 16.0
     """LoRA scale: the update is multiplied by alpha / r."""
-    dropout: float = 0.05
+    dropout: float = setting(0.05, at_least=0, below=1)
     """Dropout on the LoRA branch's input during training."""
     targets: str = "q,v"
     """Modules that get a LoRA: short names (q, k, v, o, gate, up, down) or module-name suffixes."""
     layers: str = "all"
     """Decoder layers that get a LoRA: 'all', 'top:N' or a list '0,1,5'."""
-    score_mode: str = "yes"
+    score_mode: str = setting("yes", choices=SCORE_MODES)
     """'yes': the logit of " Yes" (the paper); 'yes_minus_no': logit(Yes) − logit(No)."""
     cache_prefix: bool = False
     """Compute the frozen layers below the lowest LoRA layer once per prompt and reuse their output
@@ -59,8 +59,6 @@ class TallRec(Method):
 
     def __init__(self, cfg: TallRecConfig, llm):
         super().__init__()
-        if cfg.score_mode not in SCORE_MODES:
-            raise CorarecError(f"{self.name} score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
         self.cfg = cfg
         self.llm = llm
         self.prefix_cache: PrefixCache | None = None

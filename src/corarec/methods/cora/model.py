@@ -21,19 +21,19 @@ import torch
 
 from corarec.cf.base import CFBatch, CFModel
 from corarec.data.prompts import template_id
-from corarec.errors import CorarecError
 from corarec.llm import LLM, SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.cora.generator import CollaborativeWeightsGenerator, GeneratorConfig
 from corarec.methods.cora.injection import CollaborativeInjector
 from corarec.prefix_cache import PrefixCache, start_at_layer
+from corarec.settings import Settings, setting
 
 
 @dataclass
-class CoRAConfig:
-    """CoRA's settings (defaults: the paper's CoRA-MF)."""
+class CoRAConfig(Settings):
+    """CoRA's settings (defaults: the paper's CoRA-MF); checked by type and the rule beside each field."""
 
-    rank: int = 16
+    rank: int = setting(16, at_least=1)
     """``r``: rank of the per-sample weight increments."""
     alpha: float = 32.0
     """Scale numerator: increments are multiplied by ``alpha / rank``."""
@@ -41,25 +41,25 @@ class CoRAConfig:
     """Target modules, comma-separated: q,k,v,o (attention), gate,up,down (FFN), or full module-name suffixes."""
     layers: str = "all"
     """Injected layers: ``all``, ``top:N`` (the last N) or an explicit list ``0,1,5``."""
-    queries: int = 4
+    queries: int = setting(4, at_least=1)
     """``k``: learnable queries of the generator."""
-    depth: int = 8
+    depth: int = setting(8, at_least=0)
     """``N``: generator blocks."""
-    heads: int = 8
+    heads: int = setting(8, at_least=1)
     """Attention heads per generator block."""
-    width: int | None = None
+    width: int | None = setting(None, at_least=1)
     """Generator width; ``None`` = 2 × the CF dimension."""
-    ffn_mult: int = 4
+    ffn_mult: int = setting(4, at_least=1)
     """Generator feed-forward size as a multiple of its width."""
-    dropout: float = 0.1
+    dropout: float = setting(0.1, at_least=0, below=1)
     """Generator dropout."""
     input_norm: bool = True
     """LayerNorm on the generator's input token concat(e_u, e_i)."""
     interaction: bool = False
     """Append ``e_u ⊙ e_i`` to the generator's input token (beyond the paper; see ``GeneratorConfig``)."""
-    score_mode: str = "yes"
+    score_mode: str = setting("yes", choices=SCORE_MODES)
     """Row score: ``yes`` (logit of " Yes", the paper) or ``yes_minus_no``."""
-    fold_in_fraction: float = 0.0
+    fold_in_fraction: float = setting(0.0, at_least=0, at_most=1)
     """Fraction of training rows whose user embedding is replaced by the CF model's fold-in
     (cold-start) embedding, so the generator also learns from the kind test-time cold users get."""
     cache_prefix: bool = False
@@ -85,10 +85,6 @@ class CoRA(Method):
 
     def __init__(self, cfg: CoRAConfig, llm: LLM, cf: CFModel):
         super().__init__()
-        if cfg.score_mode not in SCORE_MODES:
-            raise CorarecError(f"score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
-        if not 0.0 <= cfg.fold_in_fraction <= 1.0:
-            raise CorarecError(f"fold_in_fraction {cfg.fold_in_fraction}: expected a value in [0, 1]")
         self.cfg = cfg
         self.__dict__["llm"] = llm  # held, not registered: frozen, never saved, never put in train mode
         self.__dict__["cf"] = cf.to(llm.device).eval().requires_grad_(False)
