@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-cf"), help="directory for the dataset and the runs")
     parser.add_argument("--data", type=Path, default=None, help="a prepared dataset (default: prepare ml-100k into OUT/ml-100k)")
     parser.add_argument("--models", default="mf,lightgcn,sasrec")
-    parser.add_argument("--grid", action="store_true", help="lr x weight-decay grid per model (best on valid)")
+    parser.add_argument("--grid", action="store_true", help="lr x weight-decay x dim grid per model (best on valid)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
@@ -54,7 +54,7 @@ def main() -> None:
         valid = metric_report(ds.valid["user_id"], ds.valid["label"], valid_scores)
         rows.append((name, test, valid["all"]["auc"], seconds, ""))
     for model in args.models.split(","):
-        metrics = train_cf(data, model, args.out / model, grid=args.grid, seed=args.seed)
+        metrics = train_cf(data, model, args.out / model, grid=args.grid, seed=args.seed, overwrite=True)  # retrained on every run
         rows.append((model, metrics["test"], metrics["valid"]["all"]["auc"], metrics["train_seconds"], f"epoch {metrics['best_epoch']}"))
 
     test = ds.test

@@ -86,9 +86,11 @@ def test_same_command_same_metrics_and_no_silent_overwrite(inputs, tmp_path):
 
 def test_evaluate_writes_split_metrics_and_predictions(inputs, tmp_path):
     run_cora(inputs, tmp_path / "run")
+    training_metrics = read_json(tmp_path / "run" / "metrics.json")
     metrics = evaluate(tmp_path / "run", split="test", predictions=tmp_path / "pred.csv")
     assert set(metrics) >= {"all", "warm", "cold"}
-    assert read_json(tmp_path / "run" / "metrics.json")["test"]["all"] == metrics["all"]
+    assert read_json(tmp_path / "run" / "eval" / "test.json")["all"] == metrics["all"]
+    assert read_json(tmp_path / "run" / "metrics.json") == training_metrics  # beside them, never over them
     pred = pd.read_csv(tmp_path / "pred.csv")
     assert len(pred) == metrics["all"]["rows"]
     assert pred["user"].str.startswith("u").all() and pred["item"].str.startswith("m").all()  # raw ids

@@ -1,4 +1,9 @@
-"""Score the rows of a split with a method and report AUC / UAUC / GAUC (all, warm, cold)."""
+"""Score the rows of a split with a method and report AUC / UAUC / GAUC (all, warm, cold).
+
+:func:`evaluate` writes each split's result to its own file, ``RUN/eval/<split>.json``, beside the
+training's ``metrics.json``, which it never touches (a later evaluation of the same split replaces
+that split's file).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from corarec.config import TrainConfig
 from corarec.data.batches import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
-from corarec.io import atomic_path, read_json, write_json
+from corarec.io import atomic_path, write_json
 from corarec.metrics import metric_report, warm_mask
+from corarec.settings import check_option
 
 if TYPE_CHECKING:
     from corarec.runs import LoadedRun
@@ -45,18 +52,28 @@ def report(rows: pd.DataFrame, scores: np.ndarray, train: pd.DataFrame) -> dict:
     return metric_report(rows["user_id"].to_numpy(), rows["label"].to_numpy(), scores, warm)
 
 
+EVAL_DIR = "eval"
+"""Folder of a run directory that holds one ``<split>.json`` per evaluated split."""
+
+
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
              max_samples: int | None = None, predictions: str | Path | None = None,
              batch_size: int | None = None, device: str | None = None) -> dict:
-    """Score a split with a trained run, print-ready metrics, saved into ``RUN/metrics.json``.
+    """Score a split with a trained run; the print-ready metrics, also saved to ``RUN/eval/<split>.json``.
 
     ``max_samples`` keeps whole users (seeded by the run's seed) so UAUC stays meaningful.
-    ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair.
+    ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair. Every option is
+    checked before the run is loaded; the training's ``metrics.json`` is never written.
     """
-    from corarec.runs import METRICS, load_run
+    from corarec.runs import load_run
 
     if split not in SPLITS:
         raise CorarecError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+    if max_samples is not None and max_samples < 1:
+        raise CorarecError(f"--max-samples must be at least 1 (omit it to score every row), got {max_samples}")
+    if predictions is not None:
+        check_predictions_path(predictions)
+    check_option(TrainConfig, "eval_batch_size", batch_size, "--batch-size")
     loaded = load_run(run, data=data, device=device)
     cfg = loaded.config
     rows = subsample_users(loaded.dataset.splits[split], max_samples, cfg.seed)
@@ -64,20 +81,27 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
 
-    metrics_path = Path(run) / METRICS
-    saved = read_json(metrics_path) if metrics_path.is_file() else {}
-    saved[split] = metrics
-    write_json(metrics_path, saved)
     if predictions is not None:
         write_predictions(predictions, rows, scores, loaded.dataset)
+    write_json(Path(run) / EVAL_DIR / f"{split}.json",
+               {"split": split, "data": str(loaded.config.data), **metrics,
+                "predictions": str(predictions) if predictions is not None else None})
     return metrics
+
+
+def check_predictions_path(path: str | Path) -> None:
+    """A predictions file must be a ``.csv`` or ``.parquet`` file path, not a directory."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise CorarecError(f"{path}: predictions must be a .csv or .parquet file")
+    if path.is_dir():
+        raise CorarecError(f"{path}: is a directory; predictions need a .csv or .parquet file path")
 
 
 def write_predictions(path: str | Path, rows: pd.DataFrame, scores: np.ndarray, dataset) -> None:
     """Write scored rows (raw ids, label, logit, probability) to CSV or parquet, atomically."""
     path = Path(path)
-    if path.suffix not in (".csv", ".parquet"):
-        raise CorarecError(f"{path}: predictions must be a .csv or .parquet file")
+    check_predictions_path(path)
     users = dataset.users["user_raw"].to_numpy() if dataset.users is not None else rows["user_id"].to_numpy()
     items = dataset.items["item_raw"].to_numpy() if "item_raw" in dataset.items else dataset.items["item_id"].to_numpy()
     out = pd.DataFrame({

@@ -4,6 +4,10 @@ AdamW on the method's trainable weights only (the LLM and the CF model stay froz
 warm-up then cosine decay, gradient clipping, BCE-with-logits on the method's score, validation
 AUC every ``eval_every`` steps, the best weights kept, early stopping with patience, and a
 checkpoint after every validation so that ``--resume`` continues an interrupted run exactly.
+
+The run directory is the one given as ``out``, also on ``--resume`` (the ``out`` recorded in
+``config.json`` is information only, so a copied run resumes in the copy). One process writes a run
+directory at a time: :func:`corarec.outdir.run_lock` holds ``<out>/.lock`` while it trains.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from corarec.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
+from corarec.settings import mapping
 from corarec.data.batches import subsample_rows, subsample_users
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation import report, score_rows
-from corarec.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
+from corarec.io import atomic_dir, load_tensors, read_json, recover_dir, save_tensors, write_json
 from corarec.methods import method_classes
-from corarec.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config
+from corarec.outdir import LOCK, run_lock
+from corarec.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 
 CHECKPOINT = "checkpoint"
 
@@ -56,17 +62,27 @@ def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf:
 
     Settings resolve as: the paper's defaults < ``preset`` (bundled 'cpu'/'paper' or a YAML path)
     < ``method_settings`` / ``train_settings`` (None values are ignored). With ``resume`` the run in
-    ``out`` continues from its last checkpoint with the settings saved in its ``config.json``.
+    ``out`` continues from its last checkpoint with the settings saved in its ``config.json``, and
+    writes to ``out`` wherever the run was first trained. A new run needs an absent or empty ``out``.
+    While training, ``out`` is locked: a second ``train`` into it stops with an error.
     """
     out = Path(out)
     if resume:
-        config = read_run_config(out)
-    else:
+        read_run_config(out)  # a clear error before anything is created
+        with run_lock(out):
+            config = read_run_config(out)  # read again under the lock: what the last writer left
+            config.out = str(out.resolve())
+            return fit(config, resume=True)
+    config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16,
+                            method_settings or {}, train_settings or {})
+    with run_lock(out):  # checked under the lock, so two processes cannot both find it free
         if (out / CONFIG).exists():
             raise CorarecError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16,
-                                method_settings or {}, train_settings or {})
-    return fit(config, resume=resume)
+        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if others:
+            raise CorarecError(f"{out}: is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
+                               "and holds no run; choose a new or empty --out")
+        return fit(config)
 
 
 def resolve_config(method: str, data, out, cf, llm, preset, init, seed, device, bf16,
@@ -76,10 +92,9 @@ def resolve_config(method: str, data, out, cf, llm, preset, init, seed, device, 
         raise CorarecError("--data is required (a directory written by `corarec prepare`)")
     config_cls, _ = method_classes(method)
     sections = load_preset(preset) if preset else {}
-    run_section = dict(sections.get("run") or {})
-    explicit = {"llm": llm, "seed": seed, "device": device, "bf16": bf16}
-    run_section.update({k: v for k, v in explicit.items() if v is not None})
-    method_values = dict(sections.get(method) or {})
+    run_section = mapping(sections.get("run"), f"preset {preset}", "run")
+    explicit = _given({"llm": llm, "seed": seed, "device": device, "bf16": bf16})
+    method_values = mapping(sections.get(method), f"preset {preset}", method)
     method_train = method_values.pop("train", None) or {}  # the method's own training overrides
     if not isinstance(method_train, dict):
         raise CorarecError(f"preset {preset} {method}.train: expected a mapping of training settings")
@@ -88,9 +103,12 @@ def resolve_config(method: str, data, out, cf, llm, preset, init, seed, device, 
     train_cfg = apply_fields(train_cfg, _given(train_settings), "training settings")
     method_values.update(_given(method_settings))
     method_cfg = apply_fields(config_cls(), method_values, f"{method} settings")  # validates names
-    return RunConfig(method=method, data=str(data), out=str(out), cf=str(cf) if cf else None,
-                     init=str(init) if init else None, train=train_cfg, method_config=to_dict(method_cfg),
-                     preset=preset, **run_section)
+    # absolute paths: the run can be resumed, evaluated and served from any working directory
+    config = RunConfig(method=method, data=_absolute(data), out=_absolute(out), cf=_absolute(cf) if cf else None,
+                       init=_absolute(init) if init else None, train=train_cfg, method_config=to_dict(method_cfg),
+                       preset=preset)
+    config = apply_fields(config, run_section, f"preset {preset} run")
+    return apply_fields(config, explicit, "run settings")
 
 
 def fit(config: RunConfig, resume: bool = False) -> dict:
@@ -109,7 +127,7 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
         total_steps = min(total_steps, tc.max_steps)
 
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG, to_dict(config))
+    write_run_config(out, config)
     state = TrainState()
     if not run.method.trains or total_steps == 0:
         return finish_without_training(run, valid_rows, out)
@@ -164,7 +182,8 @@ def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd
     tc = config.train
     sample = subsample_rows if tc.train_sample == "rows" else subsample_users
     train_rows = sample(dataset.train, tc.max_train_samples, config.seed).reset_index(drop=True)
-    return train_rows, subsample_users(dataset.valid, tc.max_eval_samples, config.seed)
+    valid_seed = config.seed if tc.valid_sample_seed is None else tc.valid_sample_seed
+    return train_rows, subsample_users(dataset.valid, tc.max_eval_samples, valid_seed)
 
 
 def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer) -> None:
@@ -198,7 +217,7 @@ def learning_rate(step: int, total_steps: int, tc: TrainConfig) -> float:
 
 
 def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
-    """Write the training part of ``metrics.json`` (keeping any evaluated splits)."""
+    """Write the training's ``metrics.json`` (keeping any other keys, e.g. splits an older version evaluated)."""
     path = out / METRICS
     metrics = read_json(path) if path.is_file() else {}
     metrics.update({
@@ -256,8 +275,14 @@ def save_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer
 
 def load_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer) -> TrainState:
     """Restore what :func:`save_checkpoint` wrote."""
+    recover_dir(path)  # a kill between the two renames of the swap leaves the last checkpoint in .NAME.old
     if not (path / "state.json").is_file():
-        raise CorarecError(f"{path}: no checkpoint to resume from (training never reached a validation)")
+        if not (path.parent / METRICS).is_file():  # stopped before its first validation was recorded:
+            tqdm.write(f"{path.parent}: no checkpoint yet (stopped before the first validation); "
+                       "training from step 0")
+            return TrainState()  # the same start as the first attempt (everything above is seeded)
+        raise CorarecError(f"{path}: no checkpoint to resume from, but {METRICS} records validations; "
+                           "was the checkpoint removed?")
     weights = load_tensors(path / "trainable.safetensors")
     run.method.load_trainable_state_dict({k: v.to(run.device) for k, v in weights.items()}, source=str(path))
     tensors = load_tensors(path / "optimizer.safetensors")
@@ -274,6 +299,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:

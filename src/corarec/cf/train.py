@@ -1,12 +1,12 @@
 """Train a CF model on a prepared dataset: Adam, BCE, early stopping on valid AUC, best epoch kept.
 
 ``train_cf`` is the library side of ``corarec train-cf``; it writes a run directory
-(``config.json``, ``model.safetensors``, ``metrics.json``) and returns the metrics.
+(``config.json``, ``model.safetensors``, ``metrics.json``) and returns the metrics. Only a CF run
+directory is ever replaced, and only with ``overwrite``.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from pathlib import Path
@@ -19,11 +19,13 @@ from tqdm.auto import tqdm
 
 from corarec.cf.base import CFBatch, CFModel, history_tensor
 from corarec.cf.checkpoint import build_model, save_cf
-from corarec.cf.config import GRID, CFConfig, make_config
+from corarec.cf.config import GRID, CFConfig, grid_candidates, make_config
 from corarec.data.schema import Dataset, read_dataset
+from corarec.device import resolve_device
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, write_json
+from corarec.io import atomic_dir, read_json, write_json
 from corarec.metrics import auc, metric_report, warm_mask
+from corarec.outdir import check_replaceable
 
 
 def rows_tensors(frame: pd.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
@@ -77,7 +79,7 @@ def evaluate(model: CFModel, ds: Dataset, split: str) -> dict[str, Any]:
 
 
 def fit(
-    config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True, device: str = "cpu"
+    config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[CFModel, dict[str, Any]]:
     """Train one model; returns it holding the best-valid-AUC weights, and the training log."""
     seed_everything(config.seed)
@@ -90,7 +92,7 @@ def fit(
     if valid_labels.min() == valid_labels.max():
         raise CorarecError(f"{ds.root or ds.name}: the valid split holds only label {int(valid_labels[0])}; AUC (early stopping) is undefined")
     best_auc, best_epoch, best_state, log = -1.0, 0, None, []
-    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model} lr={config.lr:g} wd={config.weight_decay:g}", disable=not progress, leave=False)
+    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model} lr={config.lr:g} wd={config.weight_decay:g} dim={config.dim}", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
@@ -122,7 +124,7 @@ def train_cf(
     epochs: int | None = None,
     batch_size: int | None = None,
     patience: int | None = None,
-    grid: bool = False,
+    grid: bool | dict[str, list] = False,
     seed: int | None = None,
     bias: bool | None = None,
     layers: int | None = None,
@@ -132,17 +134,19 @@ def train_cf(
     fold_in: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a CF model (``mf``, ``lightgcn``, ``sasrec``) on a prepared dataset and write a run dir.
 
     ``None`` arguments take the model's preset (:mod:`corarec.cf.config`). With ``grid`` every
-    lr × weight-decay pair of ``GRID[model]`` is trained (other arguments as given) and the best on
-    valid AUC is kept. ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; the saved
-    model is on the CPU. Returns the metrics written to ``out/metrics.json``.
+    lr × weight-decay × dim combination of ``GRID[model]`` (or of the mapping ``grid``, e.g.
+    ``{"dim": [64, 256]}``) is trained, other arguments as given, and the best on valid AUC is kept.
+    ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; the saved model is on the CPU. Returns the metrics written to ``out/metrics.json``. An existing CF run in
+    ``out`` is replaced only with ``overwrite``; any other non-empty directory never (a CoRA run, a
+    Hugging Face model, a prepared dataset, the user's files).
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
-        raise CorarecError(f"{out}: exists and is not a run directory; choose another --out")
+    check_replaceable(out, "CF run directory", is_cf_run, RUN_FILES, overwrite)
     ds = read_dataset(data)
     device = resolve_device(device)
     base = make_config(
@@ -153,14 +157,14 @@ def train_cf(
     train, valid = rows_tensors(ds.train, base.max_len), rows_tensors(ds.valid, base.max_len)
     candidates = [base]
     if grid:
-        space = GRID[model]
-        candidates = [CFConfig(**{**base.to_dict(), "lr": a, "weight_decay": w}) for a, w in itertools.product(space["lr"], space["weight_decay"])]
+        candidates = grid_candidates(base, GRID[model] if grid is True else grid)
 
     start = time.perf_counter()
     best_model, best_log, best_config, grid_log = None, None, None, []
     for config in candidates:
         fitted, log = fit(config, ds, train, valid, progress, device)
-        grid_log.append({"lr": config.lr, "weight_decay": config.weight_decay, "best_epoch": log["best_epoch"], "valid_auc": log["best_valid_auc"]})
+        grid_log.append({"lr": config.lr, "weight_decay": config.weight_decay, "dim": config.dim,
+                         "best_epoch": log["best_epoch"], "valid_auc": log["best_valid_auc"]})
         if best_log is None or log["best_valid_auc"] > best_log["best_valid_auc"]:
             best_model, best_log, best_config = fitted, log, config
     seconds = time.perf_counter() - start
@@ -183,15 +187,17 @@ def train_cf(
     return metrics
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is checked."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise CorarecError(f"unknown device '{device}'; use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CorarecError(f"device '{device}' requested but CUDA is not available")
-    return device
+RUN_FILES = ("config.json", "model.safetensors", "metrics.json")
+"""Every file :func:`train_cf` writes: a directory holding anything else is never replaced."""
+
+
+def is_cf_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a CF run: a ``config.json`` that says ``"type": "cf"``."""
+    try:
+        config = read_json(Path(path) / "config.json")
+    except (CorarecError, ValueError, OSError):  # missing, malformed or not text: not a CF run
+        return False
+    return isinstance(config, dict) and config.get("type") == "cf"
 
 
 def model_device(model: CFModel) -> torch.device:

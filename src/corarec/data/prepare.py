@@ -12,6 +12,9 @@ atomically. The same steps apply to every dataset:
   positive items over all splits, oldest first;
 - ``dataset.json`` records the protocol options, the source and the statistics of
   :func:`corarec.data.stats.dataset_stats`.
+
+``out`` is replaced only when it is absent, empty, or a prepared dataset (its ``dataset.json`` and split
+files, nothing else) and ``overwrite`` is set; an ``out`` that holds one of the input files is refused.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from corarec.data.raw import RawData, natural_order
 from corarec.data.schema import SPLITS, Dataset, write_dataset
 from corarec.data.stats import dataset_stats
 from corarec.errors import CorarecError
+from corarec.outdir import check_replaceable, inside
 
 DATASETS = ("ml-100k", "ml-1m", "amazon-book", "custom")
+ARTEFACTS = ("dataset.json", "items.parquet", "users.parquet", *(f"{name}.parquet" for name in SPLITS))
+"""Every file ``prepare`` writes: a directory holding anything else is never replaced."""
 
 
 def prepare(
@@ -40,22 +46,33 @@ def prepare(
     label_threshold: float | None = None,
     split: str = "0.8,0.1,0.1",
     item_noun: str = "item",
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Dataset:
     """Prepare dataset ``name`` (one of :data:`DATASETS`) into ``out`` and return it, statistics in ``info["stats"]``.
 
     ``raw`` is the folder of the raw files (ml-100k: optional, default the bundled copy). ``custom``
     reads ``interactions`` and ``items`` and uses ``label_threshold``, ``split`` and ``item_noun``
     (see :func:`corarec.data.custom.load_custom`); the other datasets follow their fixed protocol.
+    An existing prepared dataset in ``out`` is replaced only with ``overwrite``; any other non-empty
+    directory, or one that holds an input, never (checked before anything is read).
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise CorarecError(f"{out} already exists (pass --overwrite to replace it)")
+    for option, value in (("--raw", raw), ("--interactions", interactions), ("--items", items)):
+        if value is not None and inside(value, out):
+            raise CorarecError(f"{out}: holds the input {value} ({option}); writing the prepared dataset there "
+                               "would delete it; choose another --out")
+    check_replaceable(out, "prepared dataset", is_prepared_dataset, ARTEFACTS, overwrite)
     data = load_raw(name, raw=raw, interactions=interactions, items=items,
                     label_threshold=label_threshold, split=split, item_noun=item_noun)
     ds = to_dataset(data)
-    write_dataset(ds, out, overwrite=overwrite)
+    write_dataset(ds, out, overwrite=True)  # replacing was checked above
     return ds
+
+
+def is_prepared_dataset(path: str | Path) -> bool:
+    """Whether ``path`` looks like a prepared dataset: ``dataset.json`` and the three split files."""
+    root = Path(path)
+    return (root / "dataset.json").is_file() and all((root / f"{name}.parquet").is_file() for name in SPLITS)
 
 
 def load_raw(
