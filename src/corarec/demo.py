@@ -1,9 +1,10 @@
 """``make demo`` / ``corarec demo``: the whole pipeline on the bundled MovieLens-100K and SmolLM2.
 
-prepare ml-100k → train MF → train CoRA-MF (``cpu`` preset) → score the same whole-user test sample
-with the rate references, MF, the zero-shot LLM and CoRA-MF → print the table. Every stage writes
-its files under ``out`` and is reused (or resumed) when the demo runs again; a stage trained with other
-settings (an edited preset) is renamed to ``<method>.stale-N`` and trained again.
+prepare ml-100k → train MF (with the ``cpu`` preset's fixed ``cf`` values: the demo does not tune) →
+train CoRA-MF (``cpu`` preset) → score the same whole-user validation and test samples with the rate
+references, MF, the zero-shot LLM and CoRA-MF → print the table. Every stage writes its files under
+``out`` and is reused (or resumed) when the demo runs again; a stage trained with other settings (an
+edited preset) is renamed to ``<dir>.stale-N`` and trained again.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def demo(out: str | Path = "runs/demo", preset: str = "cpu", max_test_samples: i
     else:
         ds = prepare("ml-100k", out=data)
     print(format_stats(ds.info["stats"]), flush=True)
-    # a run left by an older preset (or another seed) is set aside as <method>.stale-N and trained again
-    summary = benchmark(data, out / "benchmark", methods=list(DEMO_METHODS), preset=preset, seed=seed,
-                        max_test_samples=max_test_samples, retrain_stale=True)
+    # a run left by an older preset (or another seed) is set aside as <dir>.stale-N and trained again.
+    # The demo does not tune the CF model: it trains with the values fixed in the preset's cf section.
+    summary = benchmark(data, out / "benchmark", methods=list(DEMO_METHODS), preset=preset, seeds=seed,
+                        sample_seed=seed, max_test_samples=max_test_samples, tune_cf=False, retrain_stale=True)
+    notes = "".join(f"\n{note}" for note in summary["notes"])
     return (f"\nMovieLens-100K, {summary['test_rows']['rows']} test rows of {summary['test_rows']['users']} users "
-            f"(whole users, seed {seed}); LLM {summary['llm']}; preset {preset}\n\n{summary['table']}\n\n"
+            f"(whole users, seed {seed}); LLM {summary['llm']}; preset {preset}\n\n{summary['table']}\n{notes}\n"
             f"wall time {summary['wall_seconds']:.0f} s; tables and plots in {out / 'benchmark'}")

@@ -1,0 +1,88 @@
+"""``benchmark()``: draw the shared rows, run every method once per seed, aggregate, write the results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from corarec.benchmark.aggregate import add_intervals, cf_notes, method_record
+from corarec.benchmark.plan import DEFAULT_METHODS, check_seed, parse_seeds, plan
+from corarec.benchmark.plots import plot_roc, plot_valid_curves
+from corarec.benchmark.report import format_markdown, format_table, llm_name, warm_count, write_results_csv
+from corarec.benchmark.reuse import set_aside_old_layout
+from corarec.benchmark.runners import RUNNERS, Bench, reference_valid_auc
+from corarec.benchmark.samples import draw, sample_size
+from corarec.config import load_preset
+from corarec.data.schema import read_dataset
+from corarec.io import atomic_path, write_json
+
+
+def benchmark(data: str | Path, out: str | Path, methods: str | list[str] | None = None,
+              preset: str | None = "cpu", seeds: int | str | list[int] = 0, sample_seed: int = 0,
+              max_test_samples: int | None = None, max_valid_samples: int | None = None, tune_cf: bool = True,
+              llm: str | None = None, device: str | None = None, bf16: bool | None = None,
+              retrain_stale: bool = False) -> dict:
+    """Train (or reuse) every method once per training seed, score the same rows, write the tables and plots.
+
+    ``seeds``: the training seeds (``"0,1,2"``); methods that do not train (references, ICL) run once,
+    with the sample seed.
+    ``sample_seed`` draws the validation and test rows (whole users), the same for every seed and
+    method. ``tune_cf``: tune each CF model's lr, weight decay and dim on validation first (else the
+    preset's ``cf`` section). A run directory trained with other settings is an error, unless
+    ``retrain_stale``: then it is renamed to ``<dir>.stale-N`` (nothing is deleted) and trained anew.
+    Returns ``results.json``'s content; ``"table"`` is the markdown table, ``"notes"`` the CF settings
+    and warnings printed under it.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    names = methods.split(",") if isinstance(methods, str) else list(methods or DEFAULT_METHODS)
+    requested, ordered = plan([n for n in names if n.strip()])
+    seeds, sample_seed = parse_seeds(seeds), check_seed(sample_seed, "--sample-seed")
+    sections = load_preset(preset) if preset else {}
+    test_size = sample_size(max_test_samples, sections, "max_test_samples")
+    valid_size = sample_size(max_valid_samples, sections, "max_valid_samples")
+    ds = read_dataset(data)
+    test, test_info = draw(ds.test, "test", test_size, sample_seed)
+    valid, valid_info = draw(ds.valid, "valid", valid_size, sample_seed)
+    bench = Bench(data=Path(data), ds=ds, test=test, valid=valid, rows={"test": test_info, "valid": valid_info},
+                  preset=preset, sections=sections, sample_seed=sample_seed, tune_cf=tune_cf, llm=llm,
+                  device=device, bf16=bf16, runs=out / "runs", retrain_stale=retrain_stale)
+
+    # a method that does not train runs once, with the sample seed: --seeds never makes it stale
+    jobs = [(entry, seed) for entry in ordered for seed in (seeds if entry.per_seed else [sample_seed])]
+    results: dict[str, list[dict]] = {}
+    bar = tqdm(jobs, desc="benchmark", unit="run")
+    for index, (entry, seed) in enumerate(bar):
+        what = f"{entry.label} ({entry.name}" + (f", seed {seed})" if entry.per_seed else ")")
+        bar.set_description(f"benchmark [{index + 1}/{len(jobs)}] {entry.label}")
+        tqdm.write(f"[{index + 1}/{len(jobs)}] {what}")
+        if entry.per_seed and entry.name not in results:
+            set_aside_old_layout(bench.runs / entry.name, retrain_stale)
+        results.setdefault(entry.name, []).append(RUNNERS[entry.kind](entry, bench, seed))
+    bar.close()
+
+    records = {e.name: method_record(e, results[e.name], bench.cf_choices.get(e.cf) if e.cf else None)
+               for e in ordered}
+    bootstrap = add_intervals(records, [e.name for e in requested], test)
+    shown = [records[e.name] for e in requested]
+    summary = {
+        "dataset": ds.name, "data": str(data), "preset": preset, "seeds": seeds, "sample_seed": sample_seed,
+        "llm": llm or llm_name(shown), "tune_cf": tune_cf, "test_rows": test_info, "valid_rows": valid_info,
+        "warm_rows": warm_count(test, ds), "bootstrap": bootstrap,
+        "cf_settings": {model: {k: v for k, v in choice.items() if k != "settings"}
+                        for model, choice in bench.cf_choices.items()},
+        "notes": cf_notes({e.name: records[e.name] for e in ordered}, reference_valid_auc(bench)),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "methods": [{k: v for k, v in r.items() if k != "scores"} for r in shown],
+    }
+    summary["table"] = format_table(summary)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results_csv(out / "results.csv", summary)
+    plot_roc(out / "roc.png", shown, test["label"].to_numpy())
+    plot_valid_curves(out / "valid_auc.png", shown)
+    write_json(out / "results.json", summary)
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(format_markdown(summary))
+    return summary

@@ -1,0 +1,183 @@
+"""One runner per kind of method: train (or reuse) one run with one seed, score the shared rows.
+
+Every runner scores the same two samples (:class:`Bench`): the validation rows (the table's valid AUC;
+LLM methods validate on exactly these rows while they train) and the test rows. CF models and
+references are also scored on the whole valid and test splits (cheap), printed beside the samples.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from corarec.benchmark.aggregate import seed_result
+from corarec.benchmark.plan import REFERENCES, Entry, parse_entry
+from corarec.benchmark.reuse import (cached_result, check_partial_run, file_digest, run_dir, run_name, save_result,
+                                     trained_with)
+from corarec.benchmark.tune import chosen_settings
+from corarec.data.schema import Dataset
+from corarec.evaluation import report
+from corarec.io import read_json
+from corarec.metrics import auc
+
+
+@dataclass
+class Bench:
+    """What every run of one benchmark shares."""
+
+    data: Path
+    ds: Dataset
+    test: pd.DataFrame
+    """The test rows every method is scored on (whole users, drawn with the sample seed)."""
+    valid: pd.DataFrame
+    """The validation rows every method's valid AUC is computed on (the LLM methods validate on them)."""
+    rows: dict[str, dict]
+    """``{"test": ..., "valid": ...}``: the samples' descriptions (what a stored result must match)."""
+    preset: str | None
+    sections: dict
+    sample_seed: int
+    tune_cf: bool
+    llm: str | None
+    device: str | None
+    bf16: bool | None
+    runs: Path
+    retrain_stale: bool
+    cf_choices: dict[str, dict] = field(default_factory=dict)
+    """CF model → its settings for every seed (tuned once, on the first use)."""
+
+    def cf_choice(self, model: str) -> dict[str, Any]:
+        """The CF settings of ``model`` (see :func:`corarec.benchmark.tune.chosen_settings`)."""
+        if model not in self.cf_choices:
+            self.cf_choices[model] = chosen_settings(self.data, model, self.sections, self.tune_cf, self.sample_seed,
+                                                     self.runs / model, self.retrain_stale)
+        return self.cf_choices[model]
+
+
+def run_reference(entry: Entry, bench: Bench, seed: int) -> dict:
+    """A simple reference: computed from train (logistic: fitted on valid), nothing to reuse."""
+    from corarec.cf.references import REFERENCES as FUNCTIONS
+
+    function, ds = FUNCTIONS[REFERENCES[entry.name][1]], bench.ds
+    t0 = time.perf_counter()
+    test_scores = np.asarray(function(ds, "test"), dtype=np.float64)
+    seconds = time.perf_counter() - t0
+    valid_scores = np.asarray(function(ds, "valid"), dtype=np.float64)
+    fitted = ds.train["item_id"].nunique()
+    if entry.name == "logistic-rate":
+        fitted += ds.train["user_id"].nunique() + 3  # the user rates and the logistic regression's 3 numbers
+    result = seed_result(entry, seed, ds, bench.test, test_scores[_positions(ds.test, bench.test)],
+                         valid_auc=reference_valid_auc(bench, valid_scores), train_seconds=seconds,
+                         parameters=int(fitted), run=None, valid_auc_whole=auc(ds.valid["label"], valid_scores),
+                         test_whole=report(ds.test, test_scores, ds.train))
+    save_result(run_dir(bench.runs, entry, seed), result, {"kind": "reference"}, bench.rows, bench.test)
+    return result
+
+
+def reference_valid_auc(bench: Bench, valid_scores: np.ndarray | None = None, name: str = "logistic-rate") -> float:
+    """A reference's AUC on the validation rows (its scores of the whole valid split, or computed here)."""
+    from corarec.cf.references import REFERENCES as FUNCTIONS
+
+    if valid_scores is None:
+        valid_scores = np.asarray(FUNCTIONS[REFERENCES[name][1]](bench.ds, "valid"), dtype=np.float64)
+    return auc(bench.valid["label"], valid_scores[_positions(bench.ds.valid, bench.valid)])
+
+
+def run_cf(entry: Entry, bench: Bench, seed: int) -> dict:
+    """A CF model alone: trained with :func:`corarec.cf.train_cf` (tuned settings), scored by its own CTR head."""
+    from corarec.cf import load_cf, predict, train_cf
+
+    run = run_dir(bench.runs, entry, seed)
+    settings = bench.cf_choice(entry.cf)["settings"]
+    spec = {"kind": "cf", "model": entry.cf, "settings": settings, "seed": seed, "data": str(bench.data.resolve())}
+    cached = cached_result(run, spec, bench.rows, bench.test, bench.retrain_stale)
+    if cached is not None:
+        return cached
+    if not trained_with(run, spec):
+        # the run directory belongs to the benchmark: a CF run cut off before it was scored is trained again
+        train_cf(bench.data, entry.cf, run, seed=seed, progress=True, overwrite=True, **settings)
+    model = load_cf(run, bench.ds)
+    metrics = read_json(run / "metrics.json")
+    curve = [(e["epoch"], e["valid_auc"]) for e in metrics.get("epochs", [])]
+    result = seed_result(entry, seed, bench.ds, bench.test, predict(model, bench.test),
+                         valid_auc=auc(bench.valid["label"], predict(model, bench.valid)),
+                         train_seconds=metrics.get("train_seconds"), curve=curve, curve_unit="epoch",
+                         parameters=int(sum(p.numel() for p in model.parameters())), run=str(run),
+                         valid_auc_whole=metrics["valid"]["all"]["auc"], test_whole=metrics["test"])
+    save_result(run, result, spec, bench.rows, bench.test)
+    return result
+
+
+def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
+    """An LLM method: trained by the shared loop (:func:`corarec.training.train`) on the run of its CF model
+    (and TALLRec, for CoLLM) of the same seed, validated on the benchmark's validation rows, resumed if cut off."""
+    from corarec.evaluation import score_rows
+    from corarec.io import recover_dir
+    from corarec.runs import CONFIG, is_finished, load_run
+    from corarec.training import CHECKPOINT, train
+
+    run = run_dir(bench.runs, entry, seed)
+    cf = run_dir(bench.runs, parse_entry(entry.cf), seed) if entry.cf else None
+    init = run_dir(bench.runs, parse_entry(entry.init), seed) if entry.init else None
+    # validation on exactly the benchmark's rows: the same size and the sample seed (None = the whole split)
+    validation = {"max_eval_samples": bench.rows["valid"]["max_samples"] or len(bench.ds.valid),
+                  "valid_sample_seed": bench.sample_seed}
+    spec = {"kind": "llm", "method": entry.method, "cf": run_name(cf), "init": run_name(init), "preset": bench.preset,
+            # the preset's content, not only its name: an edited preset makes the run stale
+            "settings": {"train": bench.sections.get("train") or {}, entry.method: bench.sections.get(entry.method) or {}},
+            "validation": validation, "seed": seed, "llm": bench.llm, "data": str(bench.data.resolve()),
+            # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
+            "cf_weights": file_digest(cf / "model.safetensors") if cf else None,
+            "init_weights": file_digest(init / "model.safetensors") if init else None}
+    cached = cached_result(run, spec, bench.rows, bench.test, bench.retrain_stale)
+    if cached is not None:
+        return cached
+    if (run / CONFIG).is_file() and check_partial_run(run, _started_with(run, spec), _wanted(spec), bench.retrain_stale):
+        if not is_finished(run):
+            recover_dir(run / CHECKPOINT)  # a kill mid-swap leaves the last checkpoint in .checkpoint.old
+            if (run / CHECKPOINT / "state.json").is_file():
+                train(out=run, resume=True)
+            else:  # cut off before its first validation: nothing worth keeping
+                shutil.rmtree(run)
+    if not (run / CONFIG).is_file():
+        train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
+              seed=seed, device=bench.device, bf16=bench.bf16, train_settings=validation)
+    loaded = load_run(run, device=bench.device)
+    scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")
+    metrics = read_json(run / "metrics.json")
+    curve = [(c["step"], c["valid_auc"]) for c in metrics.get("valid_curve", []) if c.get("valid_auc") is not None]
+    result = seed_result(entry, seed, bench.ds, bench.test, scores, valid_auc=metrics.get("best_valid_auc"),
+                         train_seconds=metrics.get("train_seconds"), curve=curve if loaded.method.trains else [],
+                         parameters=int(metrics.get("trainable_parameters") or 0), run=str(run))
+    result["llm"] = loaded.config.llm
+    save_result(run, result, spec, bench.rows, bench.test)
+    return result
+
+
+RUNNERS = {"reference": run_reference, "cf": run_cf, "llm": run_llm}
+
+
+def _wanted(spec: dict) -> dict:
+    keys = ("method", "cf", "init", "preset", "seed", "llm", "data", "validation")
+    return {k: spec[k] for k in keys}
+
+
+def _started_with(run: Path, spec: dict) -> dict:
+    """What a partial LLM run's ``config.json`` says about the settings :func:`_wanted` compares."""
+    from corarec.runs import read_run_config
+
+    config = read_run_config(run)
+    return {"method": config.method, "cf": run_name(config.cf), "init": run_name(config.init), "preset": config.preset,
+            "seed": config.seed, "llm": config.llm if spec["llm"] else None, "data": str(Path(config.data).resolve()),
+            "validation": {"max_eval_samples": config.train.max_eval_samples,
+                           "valid_sample_seed": config.train.valid_sample_seed}}
+
+
+def _positions(split: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """Where the sample's rows sit within their split (the samples keep the split's index)."""
+    return split.index.get_indexer(rows.index)
