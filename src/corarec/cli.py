@@ -34,7 +34,7 @@ def prepare(
     label_threshold: Optional[float] = typer.Option(None, "--label-threshold", help="custom: label = rating >= this (default: the log already holds 0/1 labels)"),
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="custom: train,valid,test time fractions, or two cut dates 'YYYY-MM-DD,YYYY-MM-DD'"),
     item_noun: str = typer.Option("item", "--item-noun", help="custom: noun used in prompts (movie, book, ...)"),
-    overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="Replace an existing output directory"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the prepared dataset already in --out (any other non-empty directory is never replaced)"),
 ) -> None:
     """Turn raw interaction files into the prepared CTR format and print its statistics."""
     from corarec.data.prepare import prepare as prepare_fn
@@ -59,7 +59,7 @@ def train_cf(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum passes over the train rows"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Train rows per step"),
     patience: Optional[int] = typer.Option(None, "--patience", help="Epochs without a better valid AUC before stopping"),
-    grid: bool = typer.Option(False, "--grid", help="Search a small lr x weight-decay grid; keep the best on valid AUC"),
+    grid: bool = typer.Option(False, "--grid", help="Search a small lr x weight-decay x dim grid; keep the best on valid AUC"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
     bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="MF/LightGCN: user, item and global biases (default on)"),
     layers: Optional[int] = typer.Option(None, "--layers", help="LightGCN propagation layers / SASRec blocks (default 2)"),
@@ -68,6 +68,7 @@ def train_cf(
     max_len: Optional[int] = typer.Option(None, "--max-len", help="History items read by SASRec and the fold-in (default 25)"),
     fold_in: Optional[str] = typer.Option(None, "--fold-in", help="MF/LightGCN embedding of users new to train: learned or mean"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the CF run already in --out (any other non-empty directory is never replaced)"),
 ) -> None:
     """Train a CF model (MF, LightGCN or SASRec) on a prepared dataset and print its metrics."""
     from corarec.cf import train_cf as train_cf_fn
@@ -76,7 +77,7 @@ def train_cf(
     metrics = train_cf_fn(
         data=data, model=model, out=out, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs,
         batch_size=batch_size, patience=patience, grid=grid, seed=seed, bias=bias, layers=layers,
-        heads=heads, dropout=dropout, max_len=max_len, fold_in=fold_in, device=device,
+        heads=heads, dropout=dropout, max_len=max_len, fold_in=fold_in, device=device, overwrite=overwrite,
     )
     typer.echo(format_metrics(metrics["valid"], f"valid (best epoch {metrics['best_epoch']}):"))
     typer.echo(format_metrics(metrics["test"], "test:"))
@@ -148,12 +149,13 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
-    """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold)."""
-    from corarec.evaluation import evaluate as evaluate_fn, format_metrics
+    """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold); saved to RUN/eval/SPLIT.json."""
+    from corarec.evaluation import EVAL_DIR, evaluate as evaluate_fn, format_metrics
 
     metrics = evaluate_fn(run=run, data=data, split=split, max_samples=max_samples,
                           predictions=predictions, batch_size=batch_size, device=device)
     typer.echo(format_metrics(metrics, f"{split} metrics of {run}:"))
+    typer.echo(f"wrote {run / EVAL_DIR / f'{split}.json'}" + (f" and {predictions}" if predictions else ""))
 
 
 @app.command()
@@ -204,6 +206,8 @@ def serve(
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="How long a request may wait for others to join its batch (0: batch only what queued up while the model was busy)"),
     max_pairs: int = typer.Option(1000, "--max-pairs", help="Most pairs in one /score request"),
     max_k: int = typer.Option(100, "--max-k", help="Largest k of /recommend"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body; a larger one gets 413 before it is parsed"),
+    token: Optional[str] = typer.Option(None, "--token", help="Require 'Authorization: Bearer TOKEN' (default: $CORAREC_TOKEN, which stays out of the process list)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
@@ -212,7 +216,7 @@ def serve(
 
     serve_fn(run=run, host=host, port=port, data=data, device=device, batching=batching,
              max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_pairs=max_pairs, max_k=max_k,
-             threads=threads, log_level=log_level)
+             max_body_bytes=max_body_bytes, token=token, threads=threads, log_level=log_level)
 
 
 @app.command()
@@ -221,20 +225,25 @@ def benchmark(
     out: Path = typer.Option(..., "--out", help="Directory for the runs, results.md/.csv and the plots"),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated, e.g. mf,tallrec,cora-mf (default: all of the paper's table and the two rate references)"),
     preset: Optional[str] = typer.Option("cpu", "--preset", help="'cpu', 'paper' or a YAML file"),
-    seed: int = typer.Option(0, "--seed", help="Seed of every run and of the test-row sample"),
-    max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Score at most N test rows (whole users, seeded; default: the preset's, else all)"),
+    seeds: str = typer.Option("0", "--seeds", "--seed", help="Training seeds, e.g. 0,1,2: each method that trains is trained once per seed (mean ± std in the table)"),
+    sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the validation and test samples: the same rows for every method and every training seed"),
+    max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Score at most N test rows (whole users; default: the preset's, else 4000; 0: all)"),
+    max_valid_samples: Optional[int] = typer.Option(None, "--max-valid-samples", help="Validate every method on at most N rows (whole users; default: the preset's, else 4000; 0: all)"),
+    tune_cf: bool = typer.Option(True, "--tune-cf/--no-tune-cf", help="Tune each CF model's lr, weight decay and dim on validation first (--no-tune-cf: the preset's cf section)"),
     llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
-    retrain_stale: bool = typer.Option(False, "--retrain-stale", help="Rename a run trained with other settings to <method>.stale-N and train it again (default: stop with an error)"),
+    retrain_stale: bool = typer.Option(False, "--retrain-stale", help="Rename a run trained with other settings to <dir>.stale-N and train it again (default: stop with an error)"),
 ) -> None:
-    """Train (or reuse) every method on the same split and test rows; write the comparison table and plots."""
+    """Train (or reuse) every method per seed; score the same validation and test rows; write the table and plots."""
     from corarec.benchmark import benchmark as benchmark_fn
 
-    summary = benchmark_fn(data=data, out=out, methods=methods, preset=preset, seed=seed,
-                           max_test_samples=max_test_samples, llm=llm, device=device, bf16=bf16,
-                           retrain_stale=retrain_stale)
+    summary = benchmark_fn(data=data, out=out, methods=methods, preset=preset, seeds=seeds, sample_seed=sample_seed,
+                           max_test_samples=max_test_samples, max_valid_samples=max_valid_samples, tune_cf=tune_cf,
+                           llm=llm, device=device, bf16=bf16, retrain_stale=retrain_stale)
     typer.echo(summary["table"])
+    for note in summary["notes"]:
+        typer.echo(note)
     typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'roc.png'}, {out / 'valid_auc.png'}")
 
 
