@@ -21,7 +21,7 @@ import torch
 from corarec.cf import train_cf
 from corarec.cf.references import REFERENCES
 from corarec.data import read_dataset
-from corarec.metrics import metric_report, warm_mask
+from corarec.evaluation.metrics import metric_report, warm_mask
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 
 from corarec.errors import CorarecError
-from corarec.evaluation import score_rows
+from corarec.evaluation.evaluate import score_rows
 from corarec.methods.cora.injection import LowRankDelta
-from corarec.metrics import auc
-from corarec.runs import LoadedRun, load_run
-from corarec.training import training_rows
+from corarec.evaluation.metrics import auc
+from corarec.training.runs import LoadedRun, load_run
+from corarec.training.loop import training_rows
 
 
 @torch.no_grad()

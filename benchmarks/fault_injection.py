@@ -72,7 +72,7 @@ def build_world(work: Path) -> dict[str, str]:
     from corarec.cf import train_cf
     from corarec.data.history import add_history
     from corarec.data.schema import Dataset, write_dataset
-    from corarec.llm import bundled_model_dir
+    from corarec.llm.model import bundled_model_dir
 
     rng = np.random.default_rng(0)
     rows: dict[str, list] = {"train": [], "valid": [], "test": []}
@@ -134,7 +134,7 @@ def what_is_left(run: Path) -> list[str]:
 
 def same_result(run: Path, reference: Path) -> bool:
     """Best and last weights bit-identical, and the same validation curve, as the reference."""
-    from corarec.io import load_tensors
+    from corarec.utils.io import load_tensors
 
     for name in COMPARED:
         a, b = load_tensors(reference / name), load_tensors(run / name)

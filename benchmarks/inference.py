@@ -30,12 +30,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from corarec.assets import ml100k_dir
+from corarec.utils.assets import ml100k_dir
 from corarec.cf.base import CFBatch, CFModel, history_tensor
 from corarec.data.prompts import build_prompt, template_id
-from corarec.llm import LLM, answer_logits, load_llm, score
+from corarec.llm.model import LLM, answer_logits, load_llm, score
 from corarec.methods.cora import CoRA, CoRAConfig
-from corarec.prefix_cache import PrefixCache
+from corarec.llm.prefix_cache import PrefixCache
 
 
 class RandomCF(CFModel):

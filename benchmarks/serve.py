@@ -87,7 +87,7 @@ def main() -> None:
 def test_pairs(run: Path, seed: int) -> list[dict[str, str]]:
     """(user, item) pairs of the run's test split in raw ids, shuffled (read without loading the model)."""
     from corarec.data.schema import read_dataset
-    from corarec.io import read_json
+    from corarec.utils.io import read_json
 
     ds = read_dataset(read_json(run / "config.json")["data"])
     users = {v: k for k, v in ds.user_index().items()}

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from corarec.cf.base import CFBatch, CFModel, history_tensor
-from corarec.llm import LLM, NO, YES, decoder_layers, single_token_id
+from corarec.llm.model import LLM, NO, YES, decoder_layers, single_token_id
 
 PROMPTS = [
     '#Question: A user has given high ratings to the following movies: "Heat", "Alien". Leverage the '
@@ -26,7 +26,7 @@ def tokenizer():
     """The real SmolLM2 tokenizer, from the converted bundled model (built once, offline)."""
     from transformers import AutoTokenizer
 
-    from corarec.llm import bundled_model_dir
+    from corarec.llm.model import bundled_model_dir
 
     tok = AutoTokenizer.from_pretrained(bundled_model_dir())
     tok.padding_side = "left"

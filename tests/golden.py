@@ -39,8 +39,8 @@ def golden_scores(root: Path) -> dict[str, list[float]]:
     import corarec
     from corarec.cf import load_cf, predict, train_cf
     from corarec.data.schema import read_dataset, write_dataset
-    from corarec.evaluation import evaluate
-    from corarec.training import train
+    from corarec.evaluation.evaluate import evaluate
+    from corarec.training.loop import train
 
     data = write_dataset(tiny_dataset(), root / "data")
     ds = read_dataset(data)

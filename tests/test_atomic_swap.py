@@ -1,4 +1,4 @@
-"""The directory swap and file writes of corarec.io under kills at fixed points.
+"""The directory swap and file writes of corarec.utils.io under kills at fixed points.
 
 Each crash is deterministic: a forked child runs the write with ``os.replace`` (or the removal)
 patched to ``kill -9`` the child at a chosen call, so what is left on disk is exactly what a kill at
@@ -18,9 +18,10 @@ from typing import Callable
 import pytest
 import torch
 
-from corarec import io, training
+from corarec.utils import io
+from corarec.training import loop as training
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, atomic_path, clean_stale_temporaries, load_tensors, old_dir, read_json, recover_dir
+from corarec.utils.io import atomic_dir, atomic_path, clean_stale_temporaries, load_tensors, old_dir, read_json, recover_dir
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork and kill -9")
 

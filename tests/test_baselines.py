@@ -14,12 +14,12 @@ from corarec.data.batches import PromptBatcher
 from corarec.data.prompts import ITEM_TOKEN, USER_TOKEN
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError
-from corarec.io import load_tensors
-from corarec.llm import answer_logits, load_llm, score as llm_score
+from corarec.utils.io import load_tensors
+from corarec.llm.model import answer_logits, load_llm, score as llm_score
 from corarec.methods.collm import CoLLM, CoLLMConfig
 from corarec.methods.icl import ICL, ICLConfig
 from corarec.methods.tallrec import TallRec, TallRecConfig
-from corarec.prefix_cache import layer_inputs, start_at_layer
+from corarec.llm.prefix_cache import layer_inputs, start_at_layer
 from numerics import (
     assert_within, product_magnitude, rounding_tolerance, scaled_delta_weights, score_tolerance, storage_tolerance,
     within,
@@ -128,7 +128,7 @@ def test_tallrec_steps_train_only_the_lora_and_round_trip(tiny, tmp_path):
 
     batch = batch_of(method, tiny, split="test")
     trained = method.score(batch)
-    from corarec.io import save_tensors
+    from corarec.utils.io import save_tensors
 
     save_tensors(tmp_path / "w.safetensors", lora_after)
     again = TallRec(TallRecConfig(), fresh_llm(tiny))
@@ -166,7 +166,7 @@ def test_tallrec_top_layers_from_the_prefix_cache_score_like_the_full_forward(ti
 
 @pytest.fixture(scope="module")
 def tallrec_run(tiny):
-    from corarec.training import train
+    from corarec.training.loop import train
 
     out = tiny.root / "tallrec-run"
     train(method="tallrec", data=tiny.data, out=out, llm=str(tiny.llm), seed=0, bf16=False, device="cpu",
@@ -177,7 +177,7 @@ def tallrec_run(tiny):
 def test_tallrec_run_saves_a_peft_adapter_that_plain_peft_loads(tiny, tallrec_run):
     from peft import PeftModel
 
-    from corarec.runs import is_finished, load_run
+    from corarec.training.runs import is_finished, load_run
 
     assert is_finished(tallrec_run)
     assert (tallrec_run / "adapter" / "adapter_config.json").is_file()
@@ -296,8 +296,8 @@ def test_collm_steps_leave_llm_and_cf_frozen_and_round_trip(tiny, tmp_path):
 
 
 def test_collm_stage_two_starts_from_the_tallrec_run(tiny, tallrec_run):
-    from corarec.runs import load_run
-    from corarec.training import train
+    from corarec.training.runs import load_run
+    from corarec.training.loop import train
 
     out = tiny.root / "collm-run"
     train(method="collm", data=tiny.data, out=out, cf=tiny.cf, init=tallrec_run, llm=str(tiny.llm), seed=0,

@@ -15,10 +15,10 @@ from corarec.cf.references import item_rate_scores, logistic_rates_scores
 from corarec.data.batches import subsample_users
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError
-from corarec.metrics import auc
-from corarec.metrics_bootstrap import paired_auc_difference
-from corarec.runs import read_run_config
-from corarec.training import training_rows
+from corarec.evaluation.metrics import auc
+from corarec.evaluation.bootstrap import paired_auc_difference
+from corarec.training.runs import read_run_config
+from corarec.training.loop import training_rows
 from tiny_models import tiny_dataset_dir, tiny_llm_dir
 
 PRESET = """
@@ -216,10 +216,10 @@ def test_benchmark_cli_is_a_thin_wrapper(tmp_path):
 def test_make_demo_does_not_tune_it_trains_mf_with_the_cpu_presets_fixed_values(tmp_path, monkeypatch):
     import types
 
-    import corarec.demo as demo
+    import corarec.benchmark.demo as demo
     from corarec.benchmark import cf_settings
     from corarec.cf.config import CF_MODELS
-    from corarec.config import load_preset
+    from corarec.training.config import load_preset
 
     seen: dict = {}
 

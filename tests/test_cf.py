@@ -15,7 +15,7 @@ from corarec.cf.references import item_rate_scores, logistic_rates_scores
 from corarec.data import Dataset, read_dataset, write_dataset
 from corarec.data.history import add_history
 from corarec.errors import CorarecError
-from corarec.metrics import auc
+from corarec.evaluation.metrics import auc
 from numerics import assert_within, rounding_tolerance, within
 
 MODELS = ("mf", "lightgcn", "sasrec")

@@ -1,4 +1,4 @@
-"""Every setting is checked by type and range in one place (:mod:`corarec.settings`): a bad value in
+"""Every setting is checked by type and range in one place (:mod:`corarec.utils.settings`): a bad value in
 ``config.json``, a preset or an option is one error line naming the setting, the value and the file."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from corarec.cf.config import CFConfig
-from corarec.config import RunConfig, TrainConfig, apply_fields, run_config_from_dict, to_dict
+from corarec.training.config import RunConfig, TrainConfig, apply_fields, run_config_from_dict, to_dict
 from corarec.errors import CorarecError
 from corarec.methods import method_classes, method_names
-from corarec.runs import read_run_config
-from corarec.settings import Settings, SettingError, check_option
+from corarec.training.runs import read_run_config
+from corarec.utils.settings import Settings, SettingError, check_option
 
 
 def one_line(match: str, call, *args, **kwargs) -> str:
@@ -110,7 +110,7 @@ def test_config_json_that_is_not_utf8(run_dir):
 # --- presets and options of `corarec train` (resolved, nothing trained) -----------------------------
 
 def resolve(preset=None, method="cora", device=None, seed=None, method_settings=None, **train_settings):
-    from corarec.training import resolve_config
+    from corarec.training.loop import resolve_config
 
     return resolve_config(method, "d", "o", "c", None, preset, None, seed, device, None,
                           method_settings or {}, train_settings)
@@ -186,10 +186,10 @@ def test_cf_config_checks_types_ranges_and_keys():
 
 def test_one_device_resolver_for_every_command():
     import corarec.cf.train
-    import corarec.runs
-    from corarec.device import resolve_device
+    import corarec.training.runs
+    from corarec.utils.device import resolve_device
 
-    assert corarec.runs.resolve_device is resolve_device and corarec.cf.train.resolve_device is resolve_device
+    assert corarec.training.runs.resolve_device is resolve_device and corarec.cf.train.resolve_device is resolve_device
     assert str(resolve_device("cpu")) == "cpu"
     one_line(r"^unknown device 'gpu0'; use auto, cpu, cuda, cuda:N or mps$", resolve_device, "gpu0")
     import torch
@@ -241,7 +241,7 @@ def test_predict_out_that_is_a_folder(run_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_llm_whose_config_json_was_edited(tmp_path):
-    from corarec.llm import load_llm
+    from corarec.llm.model import load_llm
     from tiny_models import tiny_llm_dir
 
     llm = tiny_llm_dir(tmp_path, hidden=32)

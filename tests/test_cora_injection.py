@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from corarec.errors import CorarecError
-from corarec.llm import answer_logits, decoder_layers
+from corarec.llm.model import answer_logits, decoder_layers
 from corarec.methods.cora.injection import CollaborativeInjector, parse_layers, parse_targets
 
 from conftest import PROMPTS

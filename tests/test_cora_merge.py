@@ -5,7 +5,7 @@ import torch
 
 from corarec.cf.base import CFBatch
 from corarec.errors import CorarecError
-from corarec.llm import answer_logits, answer_score
+from corarec.llm.model import answer_logits, answer_score
 from corarec.methods.cora import CoRA, CoRAConfig, merge, merged_state_dict
 
 from conftest import PROMPTS, make_cf_batch

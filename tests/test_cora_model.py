@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from corarec.data.batches import Batch
 from corarec.errors import CorarecError
-from corarec.llm import score
+from corarec.llm.model import score
 from corarec.methods import method_classes
 from corarec.methods.cora import CoRA, CoRAConfig
 

@@ -6,7 +6,7 @@ import torch
 from corarec.data.batches import Batch
 from corarec.errors import CorarecError
 from corarec.methods.cora import CoRA, CoRAConfig
-from corarec.prefix_cache import PrefixCache, layer_inputs
+from corarec.llm.prefix_cache import PrefixCache, layer_inputs
 
 from conftest import PROMPTS, make_cf_batch, make_tiny_llm
 from numerics import assert_within, scaled_delta_weights, score_tolerance, storage_tolerance, within
@@ -84,7 +84,7 @@ def test_flushed_entries_are_reused_by_a_new_cache_without_recomputing(tiny_llm,
         assert len(cache) == 3 and not list(cache.dir.glob("shard-*"))  # still buffered
     assert len(list(cache.dir.glob("shard-*.safetensors"))) == 1  # flushed on exit
 
-    import corarec.prefix_cache as pc
+    import corarec.llm.prefix_cache as pc
 
     monkeypatch.setattr(pc, "layer_inputs", lambda *a: pytest.fail("recomputed a cached row"))
     again = PrefixCache(tiny_llm, 1, "tallrec-test", root=tmp_path, dtype=torch.float32)

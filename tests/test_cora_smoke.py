@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corarec.llm import load_llm, score
+from corarec.llm.model import load_llm, score
 from corarec.methods.cora import CoRA, CoRAConfig
 
 from conftest import PROMPTS, TinyCF, make_cf_batch

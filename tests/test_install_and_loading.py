@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import corarec.llm
+import corarec.llm.model
 from corarec.errors import CorarecError
-from corarec.llm import bundled_model_dir, load_llm
+from corarec.llm.model import bundled_model_dir, load_llm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_transformers_itself_is_told_never_to_run_model_code(tmp_path, monkeypat
     """With corarec's own check bypassed, ``trust_remote_code=False`` still refuses (no prompt read)."""
     marker = tmp_path / "marker"
     model = planted_model_dir(tmp_path, marker, "config.json")
-    monkeypatch.setattr(corarec.llm, "refuse_custom_code", lambda path, name: None)
+    monkeypatch.setattr(corarec.llm.model, "refuse_custom_code", lambda path, name: None)
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n" * 8))
     with pytest.raises(CorarecError, match="never runs code shipped with a model"):
         load_llm(str(model))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from corarec.errors import CorarecError
-from corarec.llm import (
+from corarec.llm.model import (
     BUNDLED_ALIAS, answer_logits, answer_score, autocast_dtype, load_llm, position_ids, score, single_token_id,
 )
 

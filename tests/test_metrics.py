@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from corarec.errors import CorarecError
-from corarec.metrics import auc, gauc, metric_report, per_user_auc, uauc, warm_mask
+from corarec.evaluation.metrics import auc, gauc, metric_report, per_user_auc, uauc, warm_mask
 
 
 def test_auc_hand_computed():

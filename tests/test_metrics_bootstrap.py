@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from corarec.errors import CorarecError
-from corarec.metrics import auc
-from corarec.metrics_bootstrap import paired_auc_difference, user_weights, weighted_auc
+from corarec.evaluation.metrics import auc
+from corarec.evaluation.bootstrap import paired_auc_difference, user_weights, weighted_auc
 
 
 def test_weighted_auc_is_the_auc_of_the_rows_repeated_as_the_weights_say():

@@ -20,14 +20,14 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest_run import tiny_run  # noqa: F401 (session fixture)
-from corarec import training
+from corarec.training import loop as training
 from corarec.cf import train_cf
 from corarec.cli import app
 from corarec.data.prepare import prepare
 from corarec.errors import CorarecError
-from corarec.evaluation import evaluate
-from corarec.io import read_json
-from corarec.outdir import LOCK, run_lock
+from corarec.evaluation.evaluate import evaluate
+from corarec.utils.io import read_json
+from corarec.utils.outdir import LOCK, run_lock
 from test_data_custom import ITEMS, LOG
 
 runner = CliRunner()
@@ -212,7 +212,7 @@ def test_a_failed_start_leaves_no_folder_behind(tiny_run, tmp_path):  # noqa: F8
 
 HOLDER = textwrap.dedent("""
     import sys
-    from corarec.outdir import run_lock
+    from corarec.utils.outdir import run_lock
     with run_lock(sys.argv[1]):
         print("locked", flush=True)
         sys.stdin.readline()
@@ -266,7 +266,7 @@ def test_evaluate_checks_its_options_before_any_work(run_copy, tmp_path, monkeyp
     def no_work(*args, **kwargs):
         raise AssertionError("the run was loaded before the options were checked")
 
-    monkeypatch.setattr("corarec.runs.load_run", no_work)
+    monkeypatch.setattr("corarec.training.runs.load_run", no_work)
     before = snapshot(run_copy)
     for bad in (0, -3):
         with pytest.raises(CorarecError, match=f"--max-samples must be at least 1.*got {bad}"):

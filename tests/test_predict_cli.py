@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.cli import app
 from corarec.errors import CorarecError
-from corarec.predict import predict
+from corarec.serving.predict import predict
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
 from tiny_run import COLD_USER
 

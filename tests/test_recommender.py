@@ -9,7 +9,7 @@ import torch
 
 from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.errors import CorarecError
-from corarec.recommender import format_recommendations, pair_records, read_candidates
+from corarec.serving.recommender import format_recommendations, pair_records, read_candidates
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
 from tiny_run import COLD_ITEM, COLD_USER, N_ITEMS, item_raw
 
@@ -22,7 +22,7 @@ def _positives_in_time_order(ds, user_id: int) -> list[int]:
 
 def test_load_is_lazy_and_returns_a_recommender(recommender):
     import corarec
-    from corarec.recommender import Recommender
+    from corarec.serving.recommender import Recommender
 
     assert "load" in corarec.__all__
     assert isinstance(recommender, Recommender)
@@ -172,7 +172,7 @@ def test_format_and_read_candidates(recommender, tmp_path):
 def test_a_run_without_cf_model_pools_by_popularity(tiny_run, tmp_path):
     """A zero-shot ICL run has no CF model: the pool is the most-liked unseen train items."""
     import corarec
-    from corarec.training import train
+    from corarec.training.loop import train
 
     train(method="icl", data=tiny_run.data, out=tmp_path / "icl", llm=str(tiny_run.llm), device="cpu", bf16=False)
     icl = corarec.load(tmp_path / "icl")

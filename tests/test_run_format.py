@@ -15,12 +15,12 @@ import transformers
 
 import corarec
 from conftest_run import tiny_run  # noqa: F401 (session fixture)
-from corarec import training
+from corarec.training import loop as training
 from corarec.cf import load_cf
-from corarec.config import RunConfig, run_config_from_dict
+from corarec.training.config import RunConfig, run_config_from_dict
 from corarec.errors import CorarecError
-from corarec.run_format import MIGRATIONS, RUN_FORMAT, STAMP_KEYS, check_and_migrate, migrate, settings_of
-from corarec.runs import load_run, read_run_config
+from corarec.training.run_format import MIGRATIONS, RUN_FORMAT, STAMP_KEYS, check_and_migrate, migrate, settings_of
+from corarec.training.runs import load_run, read_run_config
 
 FORMAT_1_CORA = {  # config.json of a CoRA run as corarec wrote it before formats were recorded
     "method": "cora", "data": "/data/ml-1m", "out": "runs/cora", "cf": "runs/mf", "llm": "smollm2-135m",

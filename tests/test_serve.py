@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
-from corarec.microbatch import MicroBatcher
-from corarec.serve import ServeSettings, create_app
+from corarec.serving.microbatch import MicroBatcher
+from corarec.serving.server import ServeSettings, create_app
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import corarec.serve as serve_module
+import corarec.serving.server as serve_module
 from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
-from corarec import serve_guard
+from corarec.serving import guard as serve_guard
 from corarec.errors import CorarecError
-from corarec.serve import ServeSettings, create_app, serve
-from corarec.serve_guard import BodySizeLimit, exposure_warning, public_info, strict_json_loads
+from corarec.serving.server import ServeSettings, create_app, serve
+from corarec.serving.guard import BodySizeLimit, exposure_warning, public_info, strict_json_loads
 
 LIMIT = 2000
 TOKEN = "s3cret-Token_1"

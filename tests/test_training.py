@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from corarec import training
+from corarec.training import loop as training
 from corarec.errors import CorarecError
-from corarec.evaluation import evaluate
-from corarec.io import load_tensors, read_json
+from corarec.evaluation.evaluate import evaluate
+from corarec.utils.io import load_tensors, read_json
 from tiny_models import tiny_llm_dir
 from tiny_run import tiny_dataset
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from corarec.config import TrainConfig, apply_fields, load_preset, run_config_from_dict, to_dict
+from corarec.training.config import TrainConfig, apply_fields, load_preset, run_config_from_dict, to_dict
 from corarec.data.batches import subsample_rows, subsample_users
 from corarec.errors import CorarecError
-from corarec.training import learning_rate
+from corarec.training.loop import learning_rate
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
@@ -68,7 +68,7 @@ def test_presets_load_and_unknown_settings_are_clear_errors(tmp_path):
 
 
 def test_a_method_train_section_overrides_the_preset_train_section_for_that_method_only(tmp_path):
-    from corarec.training import resolve_config
+    from corarec.training.loop import resolve_config
 
     preset = tmp_path / "p.yaml"
     preset.write_text("train: {lr: 1.0e-3, epochs: 1, batch_size: 4}\n"
@@ -89,7 +89,7 @@ def test_a_method_train_section_overrides_the_preset_train_section_for_that_meth
 
 
 def test_run_config_round_trips_through_json():
-    from corarec.config import RunConfig
+    from corarec.training.config import RunConfig
 
     config = RunConfig(method="cora", data="d", out="o", cf="c", train=TrainConfig(lr=5e-4, betas=(0.8, 0.9)),
                        method_config={"rank": 4})
@@ -101,7 +101,7 @@ def test_atomic_writes_leave_no_temporary_files_and_use_the_usual_modes(tmp_path
     import os
     import stat
 
-    from corarec.io import atomic_dir, atomic_path, write_json
+    from corarec.utils.io import atomic_dir, atomic_path, write_json
 
     write_json(tmp_path / "a.json", {"x": 1})
     with atomic_dir(tmp_path / "d") as tmp:

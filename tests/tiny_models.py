@@ -1,7 +1,7 @@
 """Tiny, fast stand-ins for the tests of the baselines and the benchmark (no download).
 
 - :func:`tiny_llm_dir`: a randomly initialised 2-layer Llama with the bundled SmolLM2 tokenizer,
-  saved with ``save_pretrained`` so that ``corarec.llm.load_llm(path)`` loads it;
+  saved with ``save_pretrained`` so that ``corarec.llm.model.load_llm(path)`` loads it;
 - :func:`tiny_dataset_dir`: a prepared dataset with a planted preference (users like items of their
   own parity), warm and cold test users;
 - :func:`tiny_cf_dir`: an MF run trained for one epoch on it.
@@ -20,7 +20,7 @@ def tiny_llm_dir(root: Path, hidden: int = 32, layers: int = 2, seed: int = 0, n
     """A random Llama (``hidden`` wide, ``layers`` deep) and the bundled tokenizer, saved to ``root/name``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from corarec.llm import bundled_model_dir
+    from corarec.llm.model import bundled_model_dir
 
     out = Path(root) / name
     if (out / "config.json").is_file():

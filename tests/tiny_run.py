@@ -2,7 +2,7 @@
 
 Built from real pieces end to end — ``write_dataset``, ``train_cf``, a randomly initialised Llama
 saved with ``save_pretrained`` next to the bundled SmolLM2 tokenizer (``tiny_models.tiny_llm_dir``),
-and ``corarec.training.train`` for two steps — in a few seconds on the CPU. Use :func:`build_tiny_run` from a session-scoped
+and ``corarec.training.loop.train`` for two steps — in a few seconds on the CPU. Use :func:`build_tiny_run` from a session-scoped
 fixture (``tests/conftest_run.py``).
 
 The dataset has a user who appears only in test (a cold user), an item that appears only in test
@@ -74,7 +74,7 @@ def build_tiny_run(root: Path) -> TinyRun:
     """Dataset, MF run, tiny LLM and a CoRA run trained for two steps, all under ``root``."""
     from corarec.cf import train_cf
     from corarec.data.schema import write_dataset
-    from corarec.training import train
+    from corarec.training.loop import train
 
     data = write_dataset(tiny_dataset(), root / "data")
     cf = root / "cf"

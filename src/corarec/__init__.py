@@ -6,13 +6,26 @@ __version__ = "0.1.0"
 
 from corarec.errors import CorarecError
 
-__all__ = ["CorarecError", "__version__", "load"]
+# One library function per pipeline stage, each the function behind the CLI command of the same name.
+_EXPORTS = {
+    "prepare": "corarec.data.prepare",
+    "train_cf": "corarec.cf.train",
+    "train": "corarec.training.loop",
+    "evaluate": "corarec.evaluation.evaluate",
+    "predict": "corarec.serving.predict",
+    "recommend": "corarec.serving.recommender",
+    "load": "corarec.serving.recommender",
+    "serve": "corarec.serving.server",
+    "benchmark": "corarec.benchmark",
+}
+
+__all__ = ["CorarecError", "__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
     """Lazy exports, so that ``import corarec`` stays light (no torch until it is needed)."""
-    if name == "load":
-        from corarec.recommender import load
+    if name in _EXPORTS:
+        import importlib
 
-        return load
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'corarec' has no attribute {name!r}")

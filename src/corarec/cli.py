@@ -72,7 +72,7 @@ def train_cf(
 ) -> None:
     """Train a CF model (MF, LightGCN or SASRec) on a prepared dataset and print its metrics."""
     from corarec.cf import train_cf as train_cf_fn
-    from corarec.evaluation import format_metrics
+    from corarec.evaluation.evaluate import format_metrics
 
     metrics = train_cf_fn(
         data=data, model=model, out=out, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs,
@@ -120,8 +120,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
 ) -> None:
     """Train an LLM method (CoRA by default) on a prepared dataset."""
-    from corarec.evaluation import format_metrics
-    from corarec.training import train as train_fn
+    from corarec.evaluation.evaluate import format_metrics
+    from corarec.training.loop import train as train_fn
 
     metrics = train_fn(
         method=method, data=data, out=out, cf=cf, llm=llm, preset=preset, resume=resume, init=init,
@@ -150,7 +150,7 @@ def evaluate(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold); saved to RUN/eval/SPLIT.json."""
-    from corarec.evaluation import EVAL_DIR, evaluate as evaluate_fn, format_metrics
+    from corarec.evaluation.evaluate import EVAL_DIR, evaluate as evaluate_fn, format_metrics
 
     metrics = evaluate_fn(run=run, data=data, split=split, max_samples=max_samples,
                           predictions=predictions, batch_size=batch_size, device=device)
@@ -168,8 +168,8 @@ def predict(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Score (user, item) pairs from a file; unknown ids are scored cold-start and flagged `cold`."""
-    from corarec.evaluation import format_metrics
-    from corarec.predict import predict as predict_fn
+    from corarec.evaluation.evaluate import format_metrics
+    from corarec.serving.predict import predict as predict_fn
 
     metrics = predict_fn(run=run, input=input, out=out, data=data, batch_size=batch_size, device=device)
     if metrics is not None:
@@ -188,7 +188,7 @@ def recommend(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Top-k items for a user, with titles and scores (items the user already saw are left out)."""
-    from corarec.recommender import format_recommendations, recommend as recommend_fn
+    from corarec.serving.recommender import format_recommendations, recommend as recommend_fn
 
     table = recommend_fn(run=run, user=user, k=k, candidates=candidates, pool=pool, data=data, device=device)
     typer.echo(format_recommendations(table))
@@ -212,7 +212,7 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
     """Serve a run over HTTP: POST /score, POST /recommend, GET /health, GET /info (docs at /docs)."""
-    from corarec.serve import serve as serve_fn
+    from corarec.serving.server import serve as serve_fn
 
     serve_fn(run=run, host=host, port=port, data=data, device=device, batching=batching,
              max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_pairs=max_pairs, max_k=max_k,
@@ -255,7 +255,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Random seed"),
 ) -> None:
     """Run the main job on the bundled MovieLens-100K and SmolLM2 and print the results."""
-    from corarec.demo import demo as demo_fn
+    from corarec.benchmark.demo import demo as demo_fn
 
     typer.echo(demo_fn(out=out, preset=preset, max_test_samples=max_test_samples, seed=seed))
 

@@ -9,7 +9,7 @@ are scored on the *same* rows, two whole-user samples drawn with the benchmark's
   while they train; CF models and references are scored on them after training);
 - the test rows: the table's AUC, UAUC, warm and cold AUC, mean ± std over the seeds, and each
   method's AUC difference to MF with a paired 95% interval from a bootstrap by user
-  (:mod:`corarec.metrics_bootstrap`). CF models and references are also scored on the whole splits.
+  (:mod:`corarec.evaluation.bootstrap`). CF models and references are also scored on the whole splits.
 
 CF models are tuned on validation first (lr × weight decay × dim; ``--no-tune-cf`` keeps the preset's
 ``cf`` section), once per dataset; the chosen values are printed with the table. The benchmark writes::

@@ -10,8 +10,8 @@ import pandas as pd
 
 from corarec.benchmark.plan import Entry
 from corarec.data.schema import Dataset
-from corarec.evaluation import report
-from corarec.metrics_bootstrap import LEVEL, RESAMPLES, SEED, paired_auc_difference
+from corarec.evaluation.evaluate import report
+from corarec.evaluation.bootstrap import LEVEL, RESAMPLES, SEED, paired_auc_difference
 
 BASELINE = "mf"
 """The method every interval is a difference to."""

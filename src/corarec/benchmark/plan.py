@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from corarec.cf.config import CF_MODELS
-from corarec.config import SEED_MAX
+from corarec.training.config import SEED_MAX
 from corarec.errors import CorarecError
 
 DEFAULT_METHODS = ("item-rate", "logistic-rate", "mf", "lightgcn", "sasrec", "icl", "tallrec",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from corarec.benchmark.report import format_metric
-from corarec.io import atomic_path
+from corarec.utils.io import atomic_path
 
 
 def plot_roc(path: Path, results: list[dict], labels: np.ndarray) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from corarec.data.schema import Dataset
-from corarec.io import atomic_path
+from corarec.utils.io import atomic_path
 
 HEADER = ("| Method | seeds | AUC | AUC, whole test | UAUC | AUC − MF [95% CI] | warm AUC | cold AUC | valid AUC "
           "| valid AUC, whole split | train time | trainable params |")
@@ -116,7 +116,7 @@ def format_metric(value) -> str:
 
 
 def warm_count(rows: pd.DataFrame, ds: Dataset) -> int:
-    from corarec.metrics import warm_mask
+    from corarec.evaluation.metrics import warm_mask
 
     return int(np.asarray(warm_mask(rows, ds.train)).sum())
 

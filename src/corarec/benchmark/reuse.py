@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from corarec.benchmark.plan import Entry
 from corarec.errors import CorarecError
-from corarec.io import atomic_path, read_json, write_json
+from corarec.utils.io import atomic_path, read_json, write_json
 
 RESULT = "benchmark.json"
 SCORES = "test_scores.csv"

@@ -14,9 +14,9 @@ from corarec.benchmark.report import format_markdown, format_table, llm_name, wa
 from corarec.benchmark.reuse import set_aside_old_layout
 from corarec.benchmark.runners import RUNNERS, Bench, reference_valid_auc
 from corarec.benchmark.samples import draw, sample_size
-from corarec.config import load_preset
+from corarec.training.config import load_preset
 from corarec.data.schema import read_dataset
-from corarec.io import atomic_path, write_json
+from corarec.utils.io import atomic_path, write_json
 
 
 def benchmark(data: str | Path, out: str | Path, methods: str | list[str] | None = None,

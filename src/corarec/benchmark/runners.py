@@ -22,9 +22,9 @@ from corarec.benchmark.reuse import (cached_result, check_partial_run, file_dige
                                      trained_with)
 from corarec.benchmark.tune import chosen_settings
 from corarec.data.schema import Dataset
-from corarec.evaluation import report
-from corarec.io import read_json
-from corarec.metrics import auc
+from corarec.evaluation.evaluate import report
+from corarec.utils.io import read_json
+from corarec.evaluation.metrics import auc
 
 
 @dataclass
@@ -114,12 +114,12 @@ def run_cf(entry: Entry, bench: Bench, seed: int) -> dict:
 
 
 def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
-    """An LLM method: trained by the shared loop (:func:`corarec.training.train`) on the run of its CF model
+    """An LLM method: trained by the shared loop (:func:`corarec.training.loop.train`) on the run of its CF model
     (and TALLRec, for CoLLM) of the same seed, validated on the benchmark's validation rows, resumed if cut off."""
-    from corarec.evaluation import score_rows
-    from corarec.io import recover_dir
-    from corarec.runs import CONFIG, is_finished, load_run
-    from corarec.training import CHECKPOINT, train
+    from corarec.evaluation.evaluate import score_rows
+    from corarec.utils.io import recover_dir
+    from corarec.training.runs import CONFIG, is_finished, load_run
+    from corarec.training.loop import CHECKPOINT, train
 
     run = run_dir(bench.runs, entry, seed)
     cf = run_dir(bench.runs, parse_entry(entry.cf), seed) if entry.cf else None
@@ -169,7 +169,7 @@ def _wanted(spec: dict) -> dict:
 
 def _started_with(run: Path, spec: dict) -> dict:
     """What a partial LLM run's ``config.json`` says about the settings :func:`_wanted` compares."""
-    from corarec.runs import read_run_config
+    from corarec.training.runs import read_run_config
 
     config = read_run_config(run)
     return {"method": config.method, "cf": run_name(config.cf), "init": run_name(config.init), "preset": config.preset,

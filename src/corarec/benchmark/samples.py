@@ -2,7 +2,7 @@
 
 Both are drawn with the benchmark's *sample seed*, never with a training seed, so that every method
 and every training seed is scored on the very same rows. Whole users keep UAUC meaningful and let
-the confidence intervals resample users (:mod:`corarec.metrics_bootstrap`).
+the confidence intervals resample users (:mod:`corarec.evaluation.bootstrap`).
 """
 
 from __future__ import annotations

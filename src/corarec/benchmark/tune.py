@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from corarec.benchmark.reuse import difference, set_aside_stale
 from corarec.cf.config import CF_MODELS, GRID, GRID_KEYS, make_config
 from corarec.errors import CorarecError
-from corarec.io import read_json, write_json
+from corarec.utils.io import read_json, write_json
 
 TUNED = ("lr", "weight_decay", "dim")
 """The settings that tuning chooses and the table prints."""

@@ -1,7 +1,7 @@
 """Build, save and load CF models. A CF run directory holds::
 
     config.json        the CFConfig fields + data path, dataset name, n_users, n_items; the run-directory
-                       format and library versions (:mod:`corarec.run_format`)
+                       format and library versions (:mod:`corarec.training.run_format`)
     model.safetensors  the state dict (including the train-seen buffers and LightGCN's edges)
     metrics.json       valid and test metrics (written by :func:`corarec.cf.train.train_cf`)
 """
@@ -18,8 +18,8 @@ from corarec.cf.mf import MF
 from corarec.cf.sasrec import SASRec
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
-from corarec.io import load_tensors, read_json, recover_dir, save_tensors, write_json
-from corarec.run_format import check_and_migrate, settings_of, stamp
+from corarec.utils.io import load_tensors, read_json, recover_dir, save_tensors, write_json
+from corarec.training.run_format import check_and_migrate, settings_of, stamp
 
 MODELS: dict[str, type[CFModel]] = {"mf": MF, "lightgcn": LightGCN, "sasrec": SASRec}
 RUN_KEYS = ("type", "data", "dataset", "n_users", "n_items")

@@ -12,9 +12,9 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from corarec.config import SEED_MAX
+from corarec.training.config import SEED_MAX
 from corarec.errors import CorarecError
-from corarec.settings import Settings, SettingError, config_from_dict, setting
+from corarec.utils.settings import Settings, SettingError, config_from_dict, setting
 
 CF_MODELS = ("mf", "lightgcn", "sasrec")
 
@@ -27,7 +27,7 @@ valid. Pass ``dim=256`` (``--dim 256``) for the paper's size."""
 @dataclass
 class CFConfig(Settings):
     """Everything needed to rebuild and retrain a CF model (saved in the run's ``config.json``);
-    every field is checked by its type and the rule beside it (:mod:`corarec.settings`)."""
+    every field is checked by its type and the rule beside it (:mod:`corarec.utils.settings`)."""
 
     model: str = setting("mf", choices=CF_MODELS)
     """Which model: ``mf``, ``lightgcn`` or ``sasrec``."""

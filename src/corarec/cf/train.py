@@ -21,11 +21,11 @@ from corarec.cf.base import CFBatch, CFModel, history_tensor
 from corarec.cf.checkpoint import build_model, save_cf
 from corarec.cf.config import GRID, CFConfig, grid_candidates, make_config
 from corarec.data.schema import Dataset, read_dataset
-from corarec.device import resolve_device
+from corarec.utils.device import resolve_device
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, read_json, write_json
-from corarec.metrics import auc, metric_report, warm_mask
-from corarec.outdir import check_replaceable
+from corarec.utils.io import atomic_dir, read_json, write_json
+from corarec.evaluation.metrics import auc, metric_report, warm_mask
+from corarec.utils.outdir import check_replaceable
 
 
 def rows_tensors(frame: pd.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
@@ -72,7 +72,7 @@ def predict(model: CFModel, rows: dict[str, torch.Tensor] | pd.DataFrame, batch_
 
 
 def evaluate(model: CFModel, ds: Dataset, split: str) -> dict[str, Any]:
-    """:func:`corarec.metrics.metric_report` (all / warm / cold) of ``model`` on a split."""
+    """:func:`corarec.evaluation.metrics.metric_report` (all / warm / cold) of ``model`` on a split."""
     frame = ds.splits[split]
     scores = predict(model, frame)
     return metric_report(frame["user_id"], frame["label"], scores, warm_mask(frame, ds.train), items=frame["item_id"])

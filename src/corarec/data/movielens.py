@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from corarec.assets import ml100k_dir
+from corarec.utils.assets import ml100k_dir
 from corarec.data.raw import UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, parse_numbers, read_delimited
 from corarec.errors import CorarecError
 

@@ -30,7 +30,7 @@ from corarec.data.raw import RawData, natural_order
 from corarec.data.schema import SPLITS, Dataset, write_dataset
 from corarec.data.stats import dataset_stats
 from corarec.errors import CorarecError
-from corarec.outdir import check_replaceable, inside
+from corarec.utils.outdir import check_replaceable, inside
 
 DATASETS = ("ml-100k", "ml-1m", "amazon-book", "custom")
 ARTEFACTS = ("dataset.json", "items.parquet", "users.parquet", *(f"{name}.parquet" for name in SPLITS))

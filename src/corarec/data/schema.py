@@ -24,7 +24,7 @@ import pandas as pd
 
 from corarec.data.history import add_history
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, read_json, recover_dir, write_json
+from corarec.utils.io import atomic_dir, read_json, recover_dir, write_json
 
 SPLITS = ("train", "valid", "test")
 ROW_COLUMNS = ("user_id", "item_id", "label", "timestamp")

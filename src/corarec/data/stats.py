@@ -1,7 +1,7 @@
 """Dataset statistics (rows, users, items, positive rate, warm share per split) and their table.
 
 ``warm share`` is the fraction of a split's rows whose user *and* item both occur in train (the
-warm/cold definition of :func:`corarec.metrics.warm_mask`); it is 1 for train by construction.
+warm/cold definition of :func:`corarec.evaluation.metrics.warm_mask`); it is 1 for train by construction.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from corarec.data.schema import SPLITS, Dataset
-from corarec.metrics import warm_mask
+from corarec.evaluation.metrics import warm_mask
 
 
 def dataset_stats(ds: Dataset) -> dict[str, Any]:

@@ -28,11 +28,11 @@ from torch import nn
 
 from corarec.data.prompts import ITEM_TOKEN, USER_TOKEN
 from corarec.errors import CorarecError
-from corarec.llm import answer_logits, answer_score
+from corarec.llm.model import answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.peft_lora import attach_lora, save_adapter
 from corarec.methods.tallrec import TallRecConfig
-from corarec.settings import setting
+from corarec.utils.settings import setting
 
 
 @dataclass

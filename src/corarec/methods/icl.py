@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from corarec.llm import SCORE_MODES, answer_logits, answer_score
+from corarec.llm.model import SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
-from corarec.settings import Settings, setting
+from corarec.utils.settings import Settings, setting
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """A peft LoRA on the frozen LLM: the adapter TALLRec trains and CoLLM reuses as its stage 1.
 
 ``attach_lora`` wraps the LLM in a :class:`peft.PeftModel` whose LoRA layers are injected *in
-place* into ``llm.model`` — scoring through ``llm.model`` (:func:`corarec.llm.answer_logits`)
+place* into ``llm.model`` — scoring through ``llm.model`` (:func:`corarec.llm.model.answer_logits`)
 therefore goes through the adapter. Only the LoRA matrices train; every weight of the LLM stays
 frozen (peft sets ``requires_grad`` that way).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, load_tensors, read_json
+from corarec.utils.io import atomic_dir, load_tensors, read_json
 from corarec.methods.cora.injection import parse_layers, parse_targets
 
 ADAPTER_DIR = "adapter"

@@ -7,7 +7,7 @@ The run directory holds the LoRA twice: in ``model.safetensors`` (what ``corarec
 peft's format under ``adapter/`` (:mod:`corarec.methods.peft_lora`).
 
 With ``layers="top:N"`` and ``cache_prefix`` the layers below the lowest LoRA layer are the frozen LLM
-reading a fixed prompt, so their output comes from the same :class:`~corarec.prefix_cache.PrefixCache`
+reading a fixed prompt, so their output comes from the same :class:`~corarec.llm.prefix_cache.PrefixCache`
 CoRA uses (the ``cpu`` preset gives TALLRec the same top-8 layers and cache as CoRA).
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from corarec.data.prompts import template_id
-from corarec.llm import SCORE_MODES, answer_logits, answer_score
+from corarec.llm.model import SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.cora.injection import parse_layers
 from corarec.methods.peft_lora import attach_lora, save_adapter
-from corarec.prefix_cache import PrefixCache, start_at_layer
-from corarec.settings import Settings, setting
+from corarec.llm.prefix_cache import PrefixCache, start_at_layer
+from corarec.utils.settings import Settings, setting
 
 
 @dataclass

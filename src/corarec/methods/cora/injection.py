@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from corarec.errors import CorarecError
-from corarec.llm import decoder_layers
+from corarec.llm.model import decoder_layers
 
 SHORT_TARGETS = {
     "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",

@@ -9,7 +9,7 @@
 Only the generator and the injector's ``P`` (and input factors) are parameters of this module; the
 LLM and the CF model are held, not registered, so ``state_dict``/``parameters``/``train()`` never
 touch them. With ``cache_prefix`` the hidden states entering the lowest injected layer come from a
-:class:`~corarec.prefix_cache.PrefixCache` (exact, faster when injecting into the top layers only).
+:class:`~corarec.llm.prefix_cache.PrefixCache` (exact, faster when injecting into the top layers only).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import torch
 
 from corarec.cf.base import CFBatch, CFModel
 from corarec.data.prompts import template_id
-from corarec.llm import LLM, SCORE_MODES, answer_logits, answer_score
+from corarec.llm.model import LLM, SCORE_MODES, answer_logits, answer_score
 from corarec.methods.base import Method
 from corarec.methods.cora.generator import CollaborativeWeightsGenerator, GeneratorConfig
 from corarec.methods.cora.injection import CollaborativeInjector
-from corarec.prefix_cache import PrefixCache, start_at_layer
-from corarec.settings import Settings, setting
+from corarec.llm.prefix_cache import PrefixCache, start_at_layer
+from corarec.utils.settings import Settings, setting
 
 
 @dataclass

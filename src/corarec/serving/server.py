@@ -8,13 +8,13 @@ Endpoints (OpenAPI documentation at ``/docs``)::
     GET  /info       method, LLM, CF model, dataset, the run's metrics, serving settings
 
 The run is loaded once, when the app is created. The rows of concurrent requests are scored
-together by a :class:`~corarec.microbatch.MicroBatcher` (``batching=False`` scores each request
+together by a :class:`~corarec.serving.microbatch.MicroBatcher` (``batching=False`` scores each request
 alone, for comparison); model work always runs on one thread. Bad JSON (NaN and Infinity included),
 wrong types (ids are JSON strings or integers: no booleans or floats; counts are integers, not
 numeric strings), unknown fields and requests over the limits are answered with 422 and a message
 saying what is wrong, never the input; ids the dataset does not know in ``candidates`` or
 ``history`` also give 422. A body over ``max_body_bytes`` is refused with 413 before it is parsed,
-and with a token every endpoint but ``/health`` answers 401 without it (:mod:`corarec.serve_guard`).
+and with a token every endpoint but ``/health`` answers 401 without it (:mod:`corarec.serving.guard`).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at run
@@ -35,9 +35,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, WithJsonSchema
 
 from corarec.errors import CorarecError
-from corarec.microbatch import MicroBatcher
-from corarec.recommender import Recommender, load, pair_records, sigmoid
-from corarec.serve_guard import (TOKEN_ENV, BearerToken, BodySizeLimit, StrictJSONRoute, exposure_warning,
+from corarec.serving.microbatch import MicroBatcher
+from corarec.serving.recommender import Recommender, load, pair_records, sigmoid
+from corarec.serving.guard import (TOKEN_ENV, BearerToken, BodySizeLimit, StrictJSONRoute, exposure_warning,
                                  public_info, validation_error_response)
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")

@@ -39,10 +39,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from corarec.assets import cache_dir
+from corarec.utils.assets import cache_dir
 from corarec.errors import CorarecError
-from corarec.io import save_tensors, write_json
-from corarec.llm import LLM, answer_logits, decoder_layers, position_ids
+from corarec.utils.io import save_tensors, write_json
+from corarec.llm.model import LLM, answer_logits, decoder_layers, position_ids
 
 FORMAT = 1  # bump when the stored layout changes
 

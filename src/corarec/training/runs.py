@@ -3,7 +3,7 @@
 A run directory holds::
 
     config.json          RunConfig: method, data, CF run, LLM id, all settings, seed; the run-directory
-                         format and library versions (:mod:`corarec.run_format`)
+                         format and library versions (:mod:`corarec.training.run_format`)
     model.safetensors    the best trained weights (generator + P for CoRA; nothing of the LLM)
     metrics.json         validation curve, best valid AUC (the training's; ``evaluate`` never writes it)
     checkpoint/          the last training state (weights, optimizer, RNG, position) for --resume
@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from corarec.config import RunConfig, apply_fields, run_config_from_dict, to_dict
+from corarec.training.config import RunConfig, apply_fields, run_config_from_dict, to_dict
 from corarec.data.batches import PromptBatcher
 from corarec.data.schema import Dataset, read_dataset
-from corarec.device import resolve_device
+from corarec.utils.device import resolve_device
 from corarec.errors import CorarecError
-from corarec.io import load_tensors, read_json, write_json
+from corarec.utils.io import load_tensors, read_json, write_json
 from corarec.methods import Method, method_classes, uses_cf
-from corarec.run_format import check_and_migrate, settings_of, stamp
-from corarec.settings import check_option
+from corarec.training.run_format import check_and_migrate, settings_of, stamp
+from corarec.utils.settings import check_option
 
 if TYPE_CHECKING:
-    from corarec.llm import LLM
+    from corarec.llm.model import LLM
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -51,7 +51,7 @@ class LoadedRun:
 
 def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
     """Build the (untrained) method that ``config`` describes."""
-    from corarec.llm import load_llm
+    from corarec.llm.model import load_llm
 
     dataset = dataset or read_dataset(config.data)
     device = resolve_device(config.device)

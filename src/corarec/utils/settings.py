@@ -1,6 +1,6 @@
 """Typed settings: every field of a config dataclass is checked by its type and its declared range.
 
-A config dataclass (:class:`~corarec.config.TrainConfig`, :class:`~corarec.config.RunConfig`,
+A config dataclass (:class:`~corarec.training.config.TrainConfig`, :class:`~corarec.training.config.RunConfig`,
 :class:`~corarec.cf.config.CFConfig`, each method's config) derives from :class:`Settings` and
 declares what a field accepts beyond its type next to the field::
 

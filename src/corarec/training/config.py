@@ -5,7 +5,7 @@ command-line arguments. Within a preset, the ``train`` section applies to every 
 method's own ``train`` sub-section (``cora: {train: {lr: 3.0e-4}}``) overrides it for that method.
 The resolved configuration is written to ``config.json`` of the run, so a run can be rebuilt from
 that file alone. Every field is checked by its type and the rule declared beside it
-(:mod:`corarec.settings`), whichever of these sources it comes from.
+(:mod:`corarec.utils.settings`), whichever of these sources it comes from.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from corarec.device import DEVICE_NAMES, DEVICE_PATTERN
+from corarec.utils.device import DEVICE_NAMES, DEVICE_PATTERN
 from corarec.errors import CorarecError
-from corarec.settings import Settings, apply_settings, config_from_dict, mapping, setting
+from corarec.utils.settings import Settings, apply_settings, config_from_dict, mapping, setting
 
 SEED_MAX = 2**32 - 1
 """Largest seed NumPy's global generator accepts (seeds are 0..SEED_MAX)."""

@@ -55,7 +55,7 @@ class Recommender:
     """A loaded run that scores raw-id pairs and ranks items for a user (see the module docstring)."""
 
     def __init__(self, run, batch_size: int | None = None, progress: bool = True) -> None:
-        """``run``: a :class:`~corarec.runs.LoadedRun`; ``batch_size``: rows per forward pass
+        """``run``: a :class:`~corarec.training.runs.LoadedRun`; ``batch_size``: rows per forward pass
         (default: the run's evaluation batch size); ``progress``: show a progress bar on long calls."""
         self.run = run
         self.progress = progress
@@ -179,7 +179,7 @@ class Recommender:
     @torch.no_grad()
     def logits(self, rows: list[dict[str, Any]] | pd.DataFrame) -> np.ndarray:
         """The method's logits ``[N]`` for resolved rows (user_id, item_id, history), in batches of
-        ``batch_size`` (the loop of :func:`corarec.evaluation.score_rows`, with the progress bar
+        ``batch_size`` (the loop of :func:`corarec.evaluation.evaluate.score_rows`, with the progress bar
         optional so that a server's log stays quiet)."""
         run, method = self.run, self.run.method
         method.eval()
@@ -223,8 +223,8 @@ class Recommender:
     # ----- description ---------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """Method, LLM, CF model, dataset and the run's metrics, as plain JSON."""
-        from corarec.io import read_json
-        from corarec.runs import METRICS
+        from corarec.utils.io import read_json
+        from corarec.training.runs import METRICS
 
         cfg = self.run.config
         ds = self.dataset
@@ -255,7 +255,7 @@ def load(run: str | Path, data: str | Path | None = None, device: str | None = N
 
     ``data`` overrides the prepared dataset recorded in the run; ``device`` is auto, cpu or cuda.
     """
-    from corarec.runs import load_run
+    from corarec.training.runs import load_run
 
     return Recommender(load_run(run, data=data, device=device), batch_size=batch_size)
 

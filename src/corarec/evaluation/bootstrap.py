@@ -11,7 +11,7 @@ its AUC averaged over its seeds on the resampled rows, so the interval is that o
 AUC that the benchmark table reports.
 
 Each resample is a vector of user multiplicities; a weighted Mann–Whitney AUC (ties count one half,
-as :func:`corarec.metrics.auc`) turns the multiplicities into the AUC of the resampled rows without
+as :func:`corarec.evaluation.metrics.auc`) turns the multiplicities into the AUC of the resampled rows without
 copying them. The interval is the percentile interval of the resampled differences.
 """
 
@@ -48,7 +48,7 @@ def user_weights(users: Any, resamples: int, seed: int) -> np.ndarray:
 def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC of ``scores`` [N] for ``labels`` [N] with row multiplicities ``weights`` [R, N] → [R].
 
-    Equal to :func:`corarec.metrics.auc` of the rows repeated as the weights say; NaN where a
+    Equal to :func:`corarec.evaluation.metrics.auc` of the rows repeated as the weights say; NaN where a
     resample holds only one class.
     """
     order = np.argsort(scores, kind="stable")

@@ -22,9 +22,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from corarec.assets import cache_dir, smollm2_gguf
+from corarec.utils.assets import cache_dir, smollm2_gguf
 from corarec.errors import CorarecError
-from corarec.io import atomic_dir, read_json, write_json
+from corarec.utils.io import atomic_dir, read_json, write_json
 
 ScoreMode = Literal["yes", "yes_minus_no"]
 SCORE_MODES = ("yes", "yes_minus_no")

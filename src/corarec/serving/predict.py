@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from corarec.config import TrainConfig
+from corarec.training.config import TrainConfig
 from corarec.errors import CorarecError
-from corarec.io import atomic_path
-from corarec.metrics import metric_report
-from corarec.recommender import load, pair_records, read_table
-from corarec.settings import check_option
+from corarec.utils.io import atomic_path
+from corarec.evaluation.metrics import metric_report
+from corarec.serving.recommender import load, pair_records, read_table
+from corarec.utils.settings import check_option
 
 
 def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Path | None = None,

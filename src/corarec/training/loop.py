@@ -7,7 +7,7 @@ checkpoint after every validation so that ``--resume`` continues an interrupted 
 
 The run directory is the one given as ``out``, also on ``--resume`` (the ``out`` recorded in
 ``config.json`` is information only, so a copied run resumes in the copy). One process writes a run
-directory at a time: :func:`corarec.outdir.run_lock` holds ``<out>/.lock`` while it trains.
+directory at a time: :func:`corarec.utils.outdir.run_lock` holds ``<out>/.lock`` while it trains.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from corarec.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
-from corarec.settings import mapping
+from corarec.training.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
+from corarec.utils.settings import mapping
 from corarec.data.batches import subsample_rows, subsample_users
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
-from corarec.evaluation import report, score_rows
-from corarec.io import atomic_dir, load_tensors, read_json, recover_dir, save_tensors, write_json
+from corarec.evaluation.evaluate import report, score_rows
+from corarec.utils.io import atomic_dir, load_tensors, read_json, recover_dir, save_tensors, write_json
 from corarec.methods import method_classes
-from corarec.outdir import LOCK, run_lock
-from corarec.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
+from corarec.utils.outdir import LOCK, run_lock
+from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 
 CHECKPOINT = "checkpoint"
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from corarec.errors import CorarecError
-from corarec.io import recover_dir
+from corarec.utils.io import recover_dir
 
 LOCK = ".lock"
 """Name of the lock file inside a run directory (present only while a process holds it)."""

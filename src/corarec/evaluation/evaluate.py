@@ -15,16 +15,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from corarec.config import TrainConfig
+from corarec.training.config import TrainConfig
 from corarec.data.batches import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
-from corarec.io import atomic_path, write_json
-from corarec.metrics import metric_report, warm_mask
-from corarec.settings import check_option
+from corarec.utils.io import atomic_path, write_json
+from corarec.evaluation.metrics import metric_report, warm_mask
+from corarec.utils.settings import check_option
 
 if TYPE_CHECKING:
-    from corarec.runs import LoadedRun
+    from corarec.training.runs import LoadedRun
 
 
 @torch.no_grad()
@@ -65,7 +65,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair. Every option is
     checked before the run is loaded; the training's ``metrics.json`` is never written.
     """
-    from corarec.runs import load_run
+    from corarec.training.runs import load_run
 
     if split not in SPLITS:
         raise CorarecError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
