@@ -35,7 +35,7 @@ import pandas as pd
 
 PRESET = """\
 train: {max_steps: 12, eval_every: 2, batch_size: 8, eval_batch_size: 32, warmup_steps: 1, lr: 0.01, patience: 100}
-cora: {rank: 4, alpha: 8.0, queries: 2, depth: 1, heads: 2}
+cora: {rank: 4, alpha: 8.0, generator: {queries: 2, depth: 1, heads: 2}}
 """
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 COMPARED = ("model.safetensors", "checkpoint/trainable.safetensors")

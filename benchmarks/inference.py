@@ -34,7 +34,7 @@ from corarec.utils.assets import ml100k_dir
 from corarec.cf.base import CFBatch, CFModel, history_tensor
 from corarec.data.prompts import build_prompt, template_id
 from corarec.llm.model import LLM, answer_logits, load_llm, score
-from corarec.methods.cora import CoRA, CoRAConfig
+from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
 from corarec.llm.prefix_cache import PrefixCache
 
 
@@ -120,7 +120,7 @@ def main() -> None:
     cf = RandomCF(args.batch, args.cf_dim)
 
     def build(layers: str) -> tuple[CoRA, torch.optim.Optimizer]:
-        cora = CoRA(CoRAConfig(layers=layers, depth=args.depth), llm, cf)
+        cora = CoRA(CoRAConfig(layers=layers, generator=GeneratorConfig(depth=args.depth)), llm, cf)
         with torch.no_grad():
             for p in cora.injector.parameters():
                 p.normal_(0, 0.02)  # as after some training: the low-rank path does real work

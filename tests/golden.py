@@ -1,8 +1,8 @@
 """Golden scores: a tiny trained run of every method, scored through the public entry points.
 
 Refactors must leave behaviour unchanged. This module trains each CF model and each LLM method for
-a few steps on the tiny dataset of :mod:`tiny_run` (CPU, fp32, fixed seeds) and scores its test
-split: the CF models through ``corarec.cf.predict``, the LLM methods through
+a few steps on the tiny dataset of :mod:`tiny` (CPU, fp32, fixed seeds) and scores its test
+split: the CF models through ``corarec.cf.cf_logits``, the LLM methods through
 ``corarec.evaluation.evaluate`` (the same path as ``corarec evaluate``) and, for CoRA, also through
 ``corarec.load(...).score`` (the serving path).
 
@@ -24,20 +24,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_models import tiny_llm_dir  # noqa: E402
-from tiny_run import tiny_dataset  # noqa: E402
+from tiny import tiny_dataset, tiny_llm_dir  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "scores.json"
 
 TRAIN = dict(max_steps=3, eval_every=3, batch_size=8, eval_batch_size=16, warmup_steps=1)
 CF_TRAIN = dict(dim=16, epochs=3, batch_size=32)
-CORA = dict(rank=4, alpha=8.0, queries=2, depth=1, heads=2)
+CORA = dict(rank=4, alpha=8.0, generator_queries=2, generator_depth=1, generator_heads=2)
 
 
 def golden_scores(root: Path) -> dict[str, list[float]]:
     """Build every tiny run under ``root`` and return ``{name: test-split scores}``."""
     import corarec
-    from corarec.cf import load_cf, predict, train_cf
+    from corarec.cf import cf_logits, load_cf, train_cf
     from corarec.data.schema import read_dataset, write_dataset
     from corarec.evaluation.evaluate import evaluate
     from corarec.training.loop import train
@@ -48,19 +47,19 @@ def golden_scores(root: Path) -> dict[str, list[float]]:
     scores: dict[str, list[float]] = {}
     for model in ("mf", "lightgcn", "sasrec"):
         train_cf(data, model, root / model, progress=False, **CF_TRAIN)
-        scores[model] = predict(load_cf(root / model, ds), ds.test).tolist()
+        scores[model] = cf_logits(load_cf(root / model, ds), ds.test).tolist()
 
     common = dict(data=data, llm=llm, seed=0, device="cpu", bf16=False)
     runs = {
-        "cora-mf": dict(method="cora", cf=root / "mf", method_settings=CORA),
-        "cora-lightgcn": dict(method="cora", cf=root / "lightgcn", method_settings=CORA),
-        "cora-sasrec": dict(method="cora", cf=root / "sasrec", method_settings=CORA),
+        "cora-mf": dict(method="cora", cf=root / "mf", **CORA),
+        "cora-lightgcn": dict(method="cora", cf=root / "lightgcn", **CORA),
+        "cora-sasrec": dict(method="cora", cf=root / "sasrec", **CORA),
         "tallrec": dict(method="tallrec"),
         "collm-mf": dict(method="collm", cf=root / "mf", init=root / "tallrec"),
         "icl": dict(method="icl"),
     }
     for name, spec in runs.items():
-        train(out=root / name, train_settings=dict(TRAIN), **common, **spec)
+        train(out=root / name, **TRAIN, **common, **spec)
         predictions = root / f"{name}.csv"
         evaluate(root / name, split="test", predictions=predictions)
         import pandas as pd

@@ -206,8 +206,7 @@ def test_recovery_before_the_overwrite_check(checkpoint):
 def trained(tmp_path_factory) -> dict:
     """The inputs of test_training's tiny CoRA run and that run trained without interruption."""
     from test_training import run_cora
-    from tiny_models import tiny_llm_dir
-    from tiny_run import tiny_dataset
+    from tiny import tiny_dataset, tiny_llm_dir
 
     from corarec.cf import train_cf
     from corarec.data.schema import write_dataset

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from corarec.cf import load_cf
-from corarec.data.batches import PromptBatcher
+from corarec.methods.batches import PromptBatcher
 from corarec.data.prompts import ITEM_TOKEN, USER_TOKEN
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError
@@ -24,7 +24,7 @@ from numerics import (
     assert_within, product_magnitude, rounding_tolerance, scaled_delta_weights, score_tolerance, storage_tolerance,
     within,
 )
-from tiny_models import tiny_cf_dir, tiny_dataset_dir, tiny_llm_dir
+from tiny import tiny_cf_dir, tiny_dataset_dir, tiny_llm_dir
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def tallrec_run(tiny):
 
     out = tiny.root / "tallrec-run"
     train(method="tallrec", data=tiny.data, out=out, llm=str(tiny.llm), seed=0, bf16=False, device="cpu",
-          train_settings=dict(max_steps=4, eval_every=2, batch_size=8, lr=1e-2, warmup_steps=0))
+          max_steps=4, eval_every=2, batch_size=8, lr=1e-2, warmup_steps=0)
     return out
 
 
@@ -301,8 +301,8 @@ def test_collm_stage_two_starts_from_the_tallrec_run(tiny, tallrec_run):
 
     out = tiny.root / "collm-run"
     train(method="collm", data=tiny.data, out=out, cf=tiny.cf, init=tallrec_run, llm=str(tiny.llm), seed=0,
-          bf16=False, device="cpu", method_settings=dict(train_lora=False),
-          train_settings=dict(max_steps=2, eval_every=2, batch_size=8, lr=1e-2, warmup_steps=0))
+          bf16=False, device="cpu", train_lora=False,
+          max_steps=2, eval_every=2, batch_size=8, lr=1e-2, warmup_steps=0)
     stage1 = load_tensors(tallrec_run / "model.safetensors")
     stage2 = load_tensors(out / "model.safetensors")
     assert set(stage1) < set(stage2)

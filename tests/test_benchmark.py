@@ -12,21 +12,21 @@ import pytest
 from corarec.benchmark import benchmark, parse_entry, parse_seeds, plan, result_row
 from corarec.benchmark.aggregate import cf_notes
 from corarec.cf.references import item_rate_scores, logistic_rates_scores
-from corarec.data.batches import subsample_users
+from corarec.data.sampling import subsample_users
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.metrics import auc
 from corarec.evaluation.bootstrap import paired_auc_difference
 from corarec.training.runs import read_run_config
 from corarec.training.loop import training_rows
-from tiny_models import tiny_dataset_dir, tiny_llm_dir
+from tiny import tiny_dataset_dir, tiny_llm_dir
 
 PRESET = """
 run: {bf16: false, device: cpu}
 train: {max_steps: 2, eval_every: 1, batch_size: 8, warmup_steps: 0, lr: 1.0e-2, max_eval_samples: 24}
 tallrec: {rank: 4}
 collm: {rank: 4, hidden_factor: 2}
-cora: {rank: 2, alpha: 4, queries: 2, depth: 1, heads: 2}
+cora: {rank: 2, alpha: 4, generator: {queries: 2, depth: 1, heads: 2}}
 cf: {dim: 8, epochs: 2, batch_size: 64, tune: {lr: [1.0e-2, 1.0e-3], weight_decay: [0.0], dim: [4, 8]}}
 benchmark: {max_test_samples: 40, max_valid_samples: 30}
 """
@@ -126,9 +126,9 @@ def test_seeds_train_each_method_per_seed_on_the_same_rows_and_reuse_earlier_see
         assert config.seed == seed and config.cf.endswith(f"mf/seed-{seed}")
         _, cora_valid = training_rows(ds, config)  # the rows CoRA validated on while it trained
         assert cora_valid.index.equals(valid.index)
-        from corarec.cf import load_cf, predict
+        from corarec.cf import cf_logits, load_cf
 
-        mf_valid = auc(valid["label"], predict(load_cf(out / "runs" / "mf" / f"seed-{seed}", ds), valid))
+        mf_valid = auc(valid["label"], cf_logits(load_cf(out / "runs" / "mf" / f"seed-{seed}", ds), valid))
         assert records["mf"]["per_seed"][seed]["valid_auc"] == pytest.approx(mf_valid, abs=1e-12)
 
     # mean ± std over seeds, and the interval to MF from the stored scores (AUC averaged over seeds)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from corarec.cf import CFBatch, build_model, history_tensor, load_cf, make_config, predict, rows_tensors, train_cf
+from corarec.cf import CFBatch, build_model, cf_logits, history_tensor, load_cf, make_config, rows_tensors, train_cf
 from corarec.cf.references import item_rate_scores, logistic_rates_scores
 from corarec.data import Dataset, read_dataset, write_dataset
 from corarec.data.history import add_history
@@ -153,7 +153,7 @@ def test_save_load_gives_identical_predictions(data_dir, tmp_path, kind):
     ds = read_dataset(data_dir)
     first, second = load_cf(run, ds), load_cf(run)
     assert not first.training
-    np.testing.assert_array_equal(predict(first, ds.test), predict(second, ds.test))
+    np.testing.assert_array_equal(cf_logits(first, ds.test), cf_logits(second, ds.test))
     batch = CFBatch(torch.tensor([0, 57]), torch.tensor([3, 39]), history_tensor([[1, 2], [5]], 25))
     for a, b in zip(first.embed(batch), second.embed(batch)):
         assert torch.equal(a, b)
@@ -178,7 +178,7 @@ def test_sasrec_is_causal():
     # LayerNorms (2·dim sums each), qkv, proj and two FFN matmuls (dim each), scores (dim/heads), softmax and
     # the weighted sum of values (L each): encodings of the same prefix differ by rounding only.
     config, L = model.config, history.shape[1]
-    length = config.layers * (8 * config.dim + config.dim // config.heads + 2 * L) + 2 * config.dim
+    length = config.num_layers * (8 * config.dim + config.dim // config.heads + 2 * L) + 2 * config.dim
     scale = math.sqrt(config.dim) * model.ln.weight.abs().max().item() + model.ln.bias.abs().max().item()
     tolerance = rounding_tolerance(scale, length)
     assert_within(a[:, :4], b[:, :4], tolerance, "positions before the change")
@@ -221,10 +221,11 @@ def test_bad_arguments_are_clear_errors(data_dir, tmp_path):
         logistic_rates_scores(one_class, "test")
 
 
-def test_grid_keeps_the_best_valid_auc(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(__import__("corarec.cf.config", fromlist=["GRID"]).GRID, "mf", {"lr": [1e-4, 1e-2], "weight_decay": [0.0]})
-    metrics = train_cf(data_dir, "mf", tmp_path / "grid", grid=True, **small("mf", epochs=3))
-    assert len(metrics["grid"]) == 2
+def test_grid_keeps_the_best_valid_auc(data_dir, tmp_path):
+    preset = tmp_path / "grid.yaml"  # the preset's cf tune lists replace the bundled grid's, key by key
+    preset.write_text("cf: {tune: {weight_decay: [0.0], dim: [16]}, mf: {tune: {lr: [1.0e-4, 1.0e-2]}}}\n")
+    metrics = train_cf(data_dir, "mf", tmp_path / "grid", grid=True, preset=str(preset), **small("mf", epochs=3))
+    assert [(g["lr"], g["weight_decay"], g["dim"]) for g in metrics["grid"]] == [(1e-4, 0.0, 16), (1e-2, 0.0, 16)]
     best = max(metrics["grid"], key=lambda g: g["valid_auc"])
     config = json.loads((tmp_path / "grid" / "config.json").read_text())
     assert config["lr"] == best["lr"]

@@ -109,18 +109,22 @@ def test_config_json_that_is_not_utf8(run_dir):
 
 # --- presets and options of `corarec train` (resolved, nothing trained) -----------------------------
 
-def resolve(preset=None, method="cora", device=None, seed=None, method_settings=None, **train_settings):
-    from corarec.training.loop import resolve_config
+def resolve(preset=None, method="cora", device=None, seed=None, **settings):
+    from corarec.training.config import resolve_config
 
-    return resolve_config(method, "d", "o", "c", None, preset, None, seed, device, None,
-                          method_settings or {}, train_settings)
+    return resolve_config(method, "d", "o", "c", None, preset, None, seed, device, None, **settings)
 
 
 def test_train_options_are_checked_before_any_work():
-    assert resolve(batch_size=4, method_settings={"rank": 2}).train.batch_size == 4
+    config = resolve(batch_size=4, rank=2, generator_depth=3)
+    assert (config.train.batch_size, config.method_config["rank"], config.method_config["generator"]["depth"]) == (4, 2, 3)
     one_line(r"^training settings: batch_size must be at least 1, got -3$", resolve, batch_size=-3)
     one_line(r"^training settings: eval_batch_size must be at least 1, got 0$", resolve, eval_batch_size=0)
-    one_line(r"^cora settings: rank must be at least 1, got 0$", resolve, method_settings={"rank": 0})
+    one_line(r"^cora settings: rank must be at least 1, got 0$", resolve, rank=0)
+    one_line(r"^cora settings: generator\.depth must be at least 0, got -1$", resolve, generator_depth=-1)
+    one_line(r"^tallrec settings: unknown setting\(s\) generator_depth \(a setting of cora\); tallrec has rank, ",
+             resolve, method="tallrec", generator_depth=2)
+    one_line(r"^cora settings: unknown setting\(s\) colour; cora has rank, ", resolve, colour="red")
     one_line(r"^run settings: device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'$", resolve, device="tpu")
     one_line(r"^run settings: seed must lie in \[0, 4294967295\], got -1$", resolve, seed=-1)
 
@@ -133,8 +137,12 @@ def test_preset_values_and_sections_are_checked(tmp_path):
     one_line(r"p\.yaml: run must be a mapping of names to values, got list", resolve, preset=str(preset))
     preset.write_text("train: {lr: -1.0}\n")
     one_line(r"p\.yaml train: lr must be greater than 0, got -1\.0", resolve, preset=str(preset))
-    preset.write_text("cora: {dropout: 1.5}\n")
-    one_line(r"cora settings: dropout must lie in \[0, 1\), got 1\.5", resolve, preset=str(preset))
+    preset.write_text("cora: {generator: {dropout: 1.5}}\n")
+    one_line(r"cora settings: generator\.dropout must lie in \[0, 1\), got 1\.5", resolve, preset=str(preset))
+    preset.write_text("cora: {generator: {width: 0, colour: red}}\n")
+    one_line(r"cora settings: unknown setting\(s\) generator\.colour; known: ", resolve, preset=str(preset))
+    preset.write_text("cora: {depth: 2}\n")  # a generator setting outside `generator:` (the format-2 layout)
+    one_line(r"cora settings: unknown setting\(s\) depth; known: ", resolve, preset=str(preset))
 
 
 def test_preset_that_is_not_utf8(tmp_path):
@@ -242,7 +250,7 @@ def test_predict_out_that_is_a_folder(run_dir, tmp_path, monkeypatch, capsys):
 
 def test_llm_whose_config_json_was_edited(tmp_path):
     from corarec.llm.model import load_llm
-    from tiny_models import tiny_llm_dir
+    from tiny import tiny_llm_dir
 
     llm = tiny_llm_dir(tmp_path, hidden=32)
     assert load_llm(str(llm)).hidden_size == 32

@@ -20,8 +20,8 @@ def generator_length(gen: CollaborativeWeightsGenerator, in_dim: int) -> int:
 
 def test_defaults_are_the_papers():
     cfg = GeneratorConfig()
-    assert (cfg.queries, cfg.depth, cfg.heads, cfg.width, cfg.dropout, cfg.rank) == (4, 8, 8, None, 0.1, 16)
-    gen = CollaborativeWeightsGenerator(cfg, cf_dim=256, d_model=32)
+    assert (cfg.queries, cfg.depth, cfg.heads, cfg.width, cfg.dropout) == (4, 8, 8, None, 0.1)
+    gen = CollaborativeWeightsGenerator(cfg, rank=16, cf_dim=256, d_model=32)
     assert gen.queries.shape == (4, 512) and len(gen.blocks) == 8
     assert 0.01 < gen.queries.std().item() < 0.03  # N(0, 0.02)
     assert gen.out.out_features == 32 * 16
@@ -29,7 +29,7 @@ def test_defaults_are_the_papers():
 
 def test_output_is_a_unit_norm_d_by_r_factor_per_sample():
     torch.manual_seed(0)
-    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=2, heads=4, rank=3), cf_dim=8, d_model=10).eval()
+    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=2, heads=4), rank=3, cf_dim=8, d_model=10).eval()
     e_u, e_i = torch.randn(5, 8), torch.randn(5, 8)
     A = gen(e_u, e_i)
     assert A.shape == (5, 10, 3)
@@ -49,7 +49,7 @@ def test_output_is_a_unit_norm_d_by_r_factor_per_sample():
 
 def test_width_other_than_2c_projects_the_input_and_gradients_reach_everything():
     torch.manual_seed(0)
-    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=1, heads=2, width=6, rank=2), cf_dim=8, d_model=4)
+    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=1, heads=2, width=6), rank=2, cf_dim=8, d_model=4)
     assert gen.in_proj.in_features == 16 and gen.in_proj.out_features == 6
     gen(torch.randn(3, 8), torch.randn(3, 8)).pow(3).sum().backward()
     for name, p in gen.named_parameters():
@@ -58,13 +58,13 @@ def test_width_other_than_2c_projects_the_input_and_gradients_reach_everything()
 
 def test_width_must_divide_into_heads():
     with pytest.raises(CorarecError, match="not divisible"):
-        CollaborativeWeightsGenerator(GeneratorConfig(heads=3), cf_dim=8, d_model=4)
+        CollaborativeWeightsGenerator(GeneratorConfig(heads=3), rank=16, cf_dim=8, d_model=4)
 
 
 def test_bias_coordinates_and_the_interaction_term_widen_the_input_only():
     torch.manual_seed(0)
     # MF with biases hands over c + 2 coordinates; the width stays 2c (8 heads still divide it)
-    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=1, interaction=True), cf_dim=8, d_model=4, embed_dim=10)
+    gen = CollaborativeWeightsGenerator(GeneratorConfig(depth=1, interaction=True), rank=16, cf_dim=8, d_model=4, embed_dim=10)
     assert gen.in_proj.in_features == 3 * 10 and gen.in_proj.out_features == 16
     e_u, e_i = torch.randn(3, 10), torch.randn(3, 10)
     assert gen(e_u, e_i).shape == (3, 4, 16)
@@ -76,5 +76,5 @@ def test_bias_coordinates_and_the_interaction_term_widen_the_input_only():
     tolerance = rounding_tolerance((e_u * e_i).abs().sum(-1), 10)  # the same 10 products, maybe summed otherwise
     assert_within(x[:, 20:].sum(-1), (e_u * e_i).sum(-1), tolerance, "product block")
     assert not within(x[:, 20:].sum(-1), (e_u * e_i).sum(-1) * (1 + 1e-3), tolerance)
-    plain = CollaborativeWeightsGenerator(GeneratorConfig(depth=1), cf_dim=8, d_model=4, embed_dim=10)
+    plain = CollaborativeWeightsGenerator(GeneratorConfig(depth=1), rank=16, cf_dim=8, d_model=4, embed_dim=10)
     assert plain.in_proj.in_features == 20

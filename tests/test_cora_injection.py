@@ -6,9 +6,10 @@ import torch.nn.functional as F
 
 from corarec.errors import CorarecError
 from corarec.llm.model import answer_logits, decoder_layers
-from corarec.methods.cora.injection import CollaborativeInjector, parse_layers, parse_targets
+from corarec.methods.cora.injection import CollaborativeInjector
+from corarec.methods.targets import parse_layers, parse_targets
 
-from conftest import PROMPTS
+from tiny import PROMPTS
 from numerics import assert_within, product_magnitude, rounding_tolerance, within
 
 ALL = "q,k,v,o,gate,up,down"

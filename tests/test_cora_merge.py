@@ -6,14 +6,14 @@ import torch
 from corarec.cf.base import CFBatch
 from corarec.errors import CorarecError
 from corarec.llm.model import answer_logits, answer_score
-from corarec.methods.cora import CoRA, CoRAConfig, merge, merged_state_dict
+from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig, merge, merged_state_dict
 
-from conftest import PROMPTS, make_cf_batch
+from tiny import PROMPTS, make_cf_batch
 from numerics import assert_within, score_tolerance, within
 
 
 def test_merged_model_equals_injected_forward_per_pair(tiny_llm, tiny_cf):
-    cora = CoRA(CoRAConfig(depth=2, heads=2, rank=4, alpha=8.0, targets="q,k,v,o,down"), tiny_llm, tiny_cf).eval()
+    cora = CoRA(CoRAConfig(generator=GeneratorConfig(depth=2, heads=2), rank=4, alpha=8.0, targets="q,k,v,o,down"), tiny_llm, tiny_cf).eval()
     torch.manual_seed(5)
     with torch.no_grad():
         for p in cora.injector.parameters():
@@ -48,7 +48,7 @@ def test_merged_model_equals_injected_forward_per_pair(tiny_llm, tiny_cf):
 
 
 def test_merged_state_dict_changes_only_targeted_weights(tiny_llm, tiny_cf):
-    cora = CoRA(CoRAConfig(depth=1, heads=2, rank=2, targets="v", layers="top:1"), tiny_llm, tiny_cf).eval()
+    cora = CoRA(CoRAConfig(generator=GeneratorConfig(depth=1, heads=2), rank=2, targets="v", layers="top:1"), tiny_llm, tiny_cf).eval()
     with torch.no_grad():
         cora.injector.deltas["3"]["v_proj"].P.fill_(0.3)
     state = merged_state_dict(cora, make_cf_batch(1))

@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corarec.data.batches import Batch
+from corarec.methods.batches import Batch
 from corarec.errors import CorarecError
 from corarec.llm.model import score
 from corarec.methods import method_classes
-from corarec.methods.cora import CoRA, CoRAConfig
+from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
 
-from conftest import PROMPTS, make_cf_batch
+from tiny import PROMPTS, make_cf_batch
 
-SMALL = dict(depth=2, heads=2, rank=4, alpha=8.0)
+SMALL = dict(generator=GeneratorConfig(depth=2, heads=2), rank=4, alpha=8.0)
 
 
 def make_batch(llm, n=3) -> Batch:
@@ -32,8 +32,8 @@ def randomise_P(cora: CoRA, std: float = 0.5) -> None:
 
 def test_defaults_are_the_papers_and_the_registry_builds_it(tiny_llm, tiny_cf):
     cfg = CoRAConfig()
-    assert (cfg.rank, cfg.alpha, cfg.targets, cfg.layers, cfg.queries, cfg.depth, cfg.heads) == (
-        16, 32.0, "q,k,v,o", "all", 4, 8, 8)
+    assert (cfg.rank, cfg.alpha, cfg.targets, cfg.layers) == (16, 32.0, "q,k,v,o", "all")
+    assert cfg.generator == GeneratorConfig() and (cfg.generator.queries, cfg.generator.depth) == (4, 8)
     assert (cfg.score_mode, cfg.fold_in_fraction, cfg.cache_prefix) == ("yes", 0.0, False)
     config_cls, cls = method_classes("cora")
     assert config_cls is CoRAConfig and cls is CoRA and cls.uses_cf
@@ -53,7 +53,7 @@ def test_zero_initialised_cora_scores_equal_the_frozen_llm(tiny_llm, tiny_cf):
 
 
 def test_training_changes_only_generator_and_P(tiny_llm, tiny_cf):
-    cora = CoRA(CoRAConfig(**SMALL, dropout=0.0), tiny_llm, tiny_cf)
+    cora = CoRA(CoRAConfig(**{**SMALL, "generator": GeneratorConfig(depth=2, heads=2, dropout=0.0)}), tiny_llm, tiny_cf)
     llm_before = {k: v.clone() for k, v in tiny_llm.model.state_dict().items()}
     cf_before = {k: v.clone() for k, v in tiny_cf.state_dict().items()}
     trained_before = {k: v.clone() for k, v in cora.trainable_state_dict().items()}

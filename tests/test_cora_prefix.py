@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from corarec.data.batches import Batch
+from corarec.methods.batches import Batch
 from corarec.errors import CorarecError
-from corarec.methods.cora import CoRA, CoRAConfig
+from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
 from corarec.llm.prefix_cache import PrefixCache, layer_inputs
 
-from conftest import PROMPTS, make_cf_batch, make_tiny_llm
+from tiny import PROMPTS, make_cf_batch, make_tiny_llm
 from numerics import assert_within, scaled_delta_weights, score_tolerance, storage_tolerance, within
 
-CFG = dict(depth=2, heads=2, rank=4, alpha=8.0, layers="top:2")
+CFG = dict(generator=GeneratorConfig(depth=2, heads=2), rank=4, alpha=8.0, layers="top:2")
 
 
 def test_layer_inputs_are_the_hidden_states_entering_the_layer(tiny_llm):

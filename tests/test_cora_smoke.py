@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from corarec.llm.model import load_llm, score
-from corarec.methods.cora import CoRA, CoRAConfig
+from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
 
-from conftest import PROMPTS, TinyCF, make_cf_batch
+from tiny import PROMPTS, TinyCF, make_cf_batch
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_real_smollm2_scores_and_trains_one_step(tokenizer):  # tokenizer: the c
 
     torch.manual_seed(0)
     cf = TinyCF()
-    cora = CoRA(CoRAConfig(depth=1, layers="top:4"), llm, cf)
+    cora = CoRA(CoRAConfig(generator=GeneratorConfig(depth=1), layers="top:4"), llm, cf)
     assert sum(p.numel() for p in cora.injector.parameters()) == 4 * 16 * (576 + 192 + 192 + 576)
     cora.train()
     with llm.autocast():

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest_run import tiny_run  # noqa: F401  (session fixture)
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "diagnose_cora.py"
 
 
@@ -17,7 +15,7 @@ def load_script():
     return module
 
 
-def test_diagnose_reports_fit_and_signal_of_a_cora_run(tiny_run):  # noqa: F811
+def test_diagnose_reports_fit_and_signal_of_a_cora_run(tiny_run):
     from corarec.training.runs import load_run
     from corarec.training.loop import training_rows
 

@@ -8,7 +8,7 @@ from corarec.llm.model import (
     BUNDLED_ALIAS, answer_logits, answer_score, autocast_dtype, load_llm, position_ids, score, single_token_id,
 )
 
-from conftest import PROMPTS
+from tiny import PROMPTS
 from numerics import assert_within, score_tolerance, within
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest_run import tiny_run  # noqa: F401 (session fixture)
 from corarec.training import loop as training
 from corarec.cf import train_cf
 from corarec.cli import app
@@ -31,8 +30,8 @@ from corarec.utils.outdir import LOCK, run_lock
 from test_data_custom import ITEMS, LOG
 
 runner = CliRunner()
-SETTINGS = dict(method_settings=dict(rank=4, alpha=8.0, queries=2, depth=1, heads=2),
-                train_settings=dict(max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1))
+SETTINGS = dict(rank=4, alpha=8.0, generator_queries=2, generator_depth=1, generator_heads=2,
+                max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1)
 CUSTOM = dict(label_threshold=4, split="0.6,0.2,0.2", item_noun="movie")
 
 
@@ -119,7 +118,7 @@ def small_cf(data: Path, out: Path, **kwargs):
     return train_cf(data, "mf", out, dim=8, epochs=1, batch_size=64, progress=False, **kwargs)
 
 
-def test_train_cf_replaces_only_a_cf_run_and_only_on_request(tiny_run, tmp_path):  # noqa: F811
+def test_train_cf_replaces_only_a_cf_run_and_only_on_request(tiny_run, tmp_path):
     cora, llm, data = tmp_path / "cora-run", tmp_path / "hf-model", tmp_path / "data"
     shutil.copytree(tiny_run.run, cora)
     shutil.copytree(tiny_run.llm, llm)
@@ -151,7 +150,7 @@ def test_train_cf_replaces_only_a_cf_run_and_only_on_request(tiny_run, tmp_path)
 
 # --- 3. resume writes to --out ------------------------------------------------------------------
 
-def interrupted_run(tiny_run, out: Path, monkeypatch) -> None:  # noqa: F811
+def interrupted_run(tiny_run, out: Path, monkeypatch) -> None:
     """A CoRA run stopped (Ctrl-C) right after its first checkpoint, at step 2 of 4."""
     original = training.validate
 
@@ -167,7 +166,7 @@ def interrupted_run(tiny_run, out: Path, monkeypatch) -> None:  # noqa: F811
     assert read_json(out / "metrics.json")["steps"] == 2
 
 
-def test_resuming_a_copy_advances_the_copy_from_any_directory(tiny_run, tmp_path, monkeypatch):  # noqa: F811
+def test_resuming_a_copy_advances_the_copy_from_any_directory(tiny_run, tmp_path, monkeypatch):
     original, copy, elsewhere = tmp_path / "work" / "run", tmp_path / "backup" / "run", tmp_path / "elsewhere"
     interrupted_run(tiny_run, original, monkeypatch)
     shutil.copytree(original, copy)
@@ -187,7 +186,7 @@ def test_resuming_a_copy_advances_the_copy_from_any_directory(tiny_run, tmp_path
     assert not (copy / LOCK).exists()
 
 
-def test_a_failed_start_leaves_no_folder_behind(tiny_run, tmp_path):  # noqa: F811
+def test_a_failed_start_leaves_no_folder_behind(tiny_run, tmp_path):
     with pytest.raises(CorarecError):
         training.train(method="cora", data=tiny_run.data, out=tmp_path / "new", cf=tmp_path / "no-such-cf",
                        llm=str(tiny_run.llm), seed=0, device="cpu", bf16=False, **SETTINGS)
@@ -228,7 +227,7 @@ def start_holder(directory: Path) -> subprocess.Popen:
     return proc
 
 
-def test_a_second_writer_of_a_run_directory_gets_a_clear_error(tiny_run, tmp_path, monkeypatch):  # noqa: F811
+def test_a_second_writer_of_a_run_directory_gets_a_clear_error(tiny_run, tmp_path, monkeypatch):
     out = tmp_path / "run"
     new_run = dict(method="cora", data=tiny_run.data, out=out, cf=tiny_run.cf, llm=str(tiny_run.llm), seed=0,
                    device="cpu", bf16=False, **SETTINGS)
@@ -256,7 +255,7 @@ def test_a_second_writer_of_a_run_directory_gets_a_clear_error(tiny_run, tmp_pat
 # --- 5. evaluate --------------------------------------------------------------------------------
 
 @pytest.fixture
-def run_copy(tiny_run, tmp_path):  # noqa: F811
+def run_copy(tiny_run, tmp_path):
     """A copy of the tiny run, so that what evaluate writes stays in this test."""
     shutil.copytree(tiny_run.run, tmp_path / "run")
     return tmp_path / "run"

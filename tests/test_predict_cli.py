@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.cli import app
 from corarec.errors import CorarecError
 from corarec.serving.predict import predict
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
-from tiny_run import COLD_USER
+from tiny import COLD_USER
 
 runner = CliRunner()
 
@@ -46,12 +44,23 @@ def test_predict_parquet_without_labels(tiny_run, tmp_path):
     assert len(out) == 6 and "label" not in out and out["probability"].between(0, 1).all()
 
 
+def test_predict_reads_what_prepare_reads(tiny_run, tmp_path):
+    """The pairs file is read by the same reader as ``prepare custom``: TSV and gzipped CSV score as the CSV does."""
+    _pairs().to_csv(tmp_path / "pairs.csv", index=False)
+    _pairs().to_csv(tmp_path / "pairs.tsv.gz", sep="\t", index=False)
+    predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "from_csv.csv")
+    predict(tiny_run.run, tmp_path / "pairs.tsv.gz", tmp_path / "from_tsv.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "from_tsv.csv"), pd.read_csv(tmp_path / "from_csv.csv"))
+    with pytest.raises(CorarecError, match=r"pairs.json: expected a .csv or .tsv .* or .parquet file$"):
+        predict(tiny_run.run, tmp_path / "pairs.json", tmp_path / "o.csv")
+
+
 def test_predict_malformed_rows_name_the_row(tiny_run, tmp_path):
     (tmp_path / "empty_item.csv").write_text("user,item\nu00,m1001\nu01,m1002\nu02,\n")
     with pytest.raises(CorarecError, match=r"empty_item.csv: row 3: item is empty"):
         predict(tiny_run.run, tmp_path / "empty_item.csv", tmp_path / "o.csv")
     (tmp_path / "fields.csv").write_text("user,item\nu00,m1001\nu01,m1002,extra\n")
-    with pytest.raises(CorarecError, match=r"fields.csv: malformed CSV .*line 3"):
+    with pytest.raises(CorarecError, match=r"fields.csv:3: malformed line: expected 2 fields separated by ','"):
         predict(tiny_run.run, tmp_path / "fields.csv", tmp_path / "o.csv")
     (tmp_path / "label.csv").write_text("user,item,label\nu00,m1001,1\nu01,m1002,2\n")
     with pytest.raises(CorarecError, match=r"label.csv: row 2: label must be 0 or 1"):

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.errors import CorarecError
-from corarec.serving.recommender import format_recommendations, pair_records, read_candidates
+from corarec.serving.pairs import pair_records, read_candidates
+from corarec.serving.recommend import format_recommendations
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
-from tiny_run import COLD_ITEM, COLD_USER, N_ITEMS, item_raw
+from tiny import COLD_ITEM, COLD_USER, N_ITEMS, item_raw
 
 
 def _positives_in_time_order(ds, user_id: int) -> list[int]:
@@ -188,3 +188,25 @@ def test_a_run_without_cf_model_pools_by_popularity(tiny_run, tmp_path):
     top = icl.recommend("u05", k=2, pool=5)
     assert len(top) == 2 and "cf_logit" not in top
     assert icl.score([("u05", "m1001")])["logit"].notna().all()
+
+
+def test_scoring_uses_eval_mode_and_restores_the_methods_mode(recommender, monkeypatch):
+    """The recommender scores through the evaluation's loop: dropout off while scoring, the caller's
+    train/eval mode back afterwards (also when scoring fails)."""
+    method = recommender.run.method
+    pairs = [("u00", "m1001"), ("stranger", "m1003"), ("u02", "m1020")]
+    try:
+        method.train()
+        in_train_mode = recommender.score(pairs)["logit"].to_numpy()
+        assert method.training
+        method.eval()
+        assert np.array_equal(recommender.score(pairs)["logit"].to_numpy(), in_train_mode)  # the same pass
+        assert not method.training
+        method.train()
+        monkeypatch.setattr(method, "score", lambda batch: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            recommender.score(pairs)
+        assert method.training
+    finally:
+        monkeypatch.undo()
+        method.eval()

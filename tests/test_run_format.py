@@ -14,7 +14,6 @@ import torch
 import transformers
 
 import corarec
-from conftest_run import tiny_run  # noqa: F401 (session fixture)
 from corarec.training import loop as training
 from corarec.cf import load_cf
 from corarec.training.config import RunConfig, run_config_from_dict
@@ -47,8 +46,26 @@ def copy_run(source, target):
     return shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint"))
 
 
+def old_layout(config: dict) -> None:
+    """The settings as corarec wrote them before format 3: CoRA's generator settings at the top of
+    ``method_config`` (``query_init_std`` was no setting), a CF run's ``num_layers`` named ``layers``."""
+    if config.get("type") == "cf":
+        config["layers"] = config.pop("num_layers")
+    elif config.get("method") == "cora":
+        generator = config["method_config"].pop("generator")
+        assert generator.pop("query_init_std") == 0.02
+        config["method_config"].update(generator)
+
+
+def as_format_2(config: dict) -> None:
+    """What corarec wrote from formats 2 on until format 3: format and versions, the old layout."""
+    old_layout(config)
+    config["format"] = 2
+
+
 def as_format_1(config: dict) -> None:
-    """What corarec wrote before formats were recorded: the same settings, no format, no versions."""
+    """What corarec wrote before formats were recorded: the old layout, no format, no versions."""
+    old_layout(config)
     for key in STAMP_KEYS:
         del config[key]
 
@@ -111,11 +128,41 @@ def test_every_older_format_has_a_migration():
     assert sorted(MIGRATIONS) == list(range(1, RUN_FORMAT))
 
 
-def test_format_1_run_directories_load_through_the_migration(tiny_run, tmp_path):
+FORMAT_2_CORA = {"format": 2, "versions": {"corarec": "0.1.0"}, **FORMAT_1_CORA,
+                 "method_config": {"rank": 4, "alpha": 8.0, "queries": 2, "depth": 1, "heads": 2, "width": None,
+                                   "ffn_mult": 4, "dropout": 0.1, "input_norm": True, "interaction": False,
+                                   "score_mode": "yes"}}
+FORMAT_2_CF = {"format": 2, "versions": {"corarec": "0.1.0"}, "type": "cf", "model": "lightgcn", "dim": 8,
+               "layers": 3, "heads": 1, "n_users": 5, "n_items": 7}
+
+
+def test_format_2_config_migrates_to_the_nested_generator_and_num_layers():
+    from corarec.cf import CFConfig
+    from corarec.methods.cora import CoRAConfig, GeneratorConfig
+    from corarec.utils.settings import config_from_dict
+
+    migrated = settings_of(migrate(FORMAT_2_CORA))
+    assert migrated["method_config"] == {"rank": 4, "alpha": 8.0, "score_mode": "yes", "generator": {
+        "queries": 2, "depth": 1, "heads": 2, "width": None, "ffn_mult": 4, "dropout": 0.1, "input_norm": True,
+        "interaction": False, "query_init_std": 0.02}}
+    config = run_config_from_dict(migrated)
+    assert config_from_dict(CoRAConfig, config.method_config, "x") == CoRAConfig(
+        rank=4, alpha=8.0, generator=GeneratorConfig(queries=2, depth=1, heads=2))
+    cf = settings_of(migrate(FORMAT_2_CF))
+    assert cf["num_layers"] == 3 and "layers" not in cf
+    assert CFConfig.from_dict({k: v for k, v in cf.items() if k not in ("type", "n_users", "n_items")}).num_layers == 3
+    other = {**FORMAT_2_CORA, "method": "tallrec", "method_config": {"rank": 4, "dropout": 0.1}}
+    assert settings_of(migrate(other))["method_config"] == other["method_config"]  # only CoRA's settings move
+
+
+@pytest.mark.parametrize("write_old", [as_format_1, as_format_2], ids=["format-1", "format-2"])
+def test_older_run_directories_load_through_the_migration(tiny_run, tmp_path, write_old):
     run, cf = copy_run(tiny_run.run, tmp_path / "run"), copy_run(tiny_run.cf, tmp_path / "cf")
     for directory in (run, cf):
-        rewrite_config(directory, as_format_1)
-        assert "format" not in config_of(directory)
+        rewrite_config(directory, write_old)
+        assert config_of(directory).get("format") in (None, 2)
+    assert "layers" in config_of(cf) and "depth" in config_of(run)["method_config"]
+    assert "generator" not in config_of(run)["method_config"]
     rewrite_config(run, lambda config: config.update(cf=str(cf)))
     assert read_run_config(run) == dataclasses.replace(read_run_config(tiny_run.run), cf=str(cf))
     old, now = load_run(run, device="cpu"), load_run(tiny_run.run, device="cpu")
@@ -123,7 +170,7 @@ def test_format_1_run_directories_load_through_the_migration(tiny_run, tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     a, b = load_cf(cf).state_dict(), load_cf(tiny_run.cf).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert "format" not in config_of(run) and "format" not in config_of(cf)  # reading never rewrites the file
+    assert config_of(run).get("format") == config_of(cf).get("format") != RUN_FORMAT  # reading never rewrites it
 
 
 def test_resuming_a_format_1_run_writes_the_current_format(tiny_run, tmp_path):

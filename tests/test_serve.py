@@ -12,11 +12,9 @@ import time
 from contextlib import contextmanager
 
 import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.serving.microbatch import MicroBatcher
 from corarec.serving.server import ServeSettings, create_app
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within

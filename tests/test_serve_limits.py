@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 import corarec.serving.server as serve_module
-from conftest_run import recommender, tiny_run  # noqa: F401  (session fixtures)
 from corarec.serving import guard as serve_guard
 from corarec.errors import CorarecError
 from corarec.serving.server import ServeSettings, create_app, serve

@@ -11,12 +11,10 @@ from corarec.training import loop as training
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import evaluate
 from corarec.utils.io import load_tensors, read_json
-from tiny_models import tiny_llm_dir
-from tiny_run import tiny_dataset
+from tiny import tiny_dataset, tiny_llm_dir
 
-SETTINGS = dict(method_settings=dict(rank=4, alpha=8.0, queries=2, depth=1, heads=2, fold_in_fraction=0.5),
-                train_settings=dict(max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1,
-                                    lr=1e-2))
+SETTINGS = dict(rank=4, alpha=8.0, generator_queries=2, generator_depth=1, generator_heads=2, fold_in_fraction=0.5,
+                max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1, lr=1e-2)
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from corarec.training.config import TrainConfig, apply_fields, load_preset, run_config_from_dict, to_dict
-from corarec.data.batches import subsample_rows, subsample_users
+from corarec.data.sampling import subsample_rows, subsample_users
 from corarec.errors import CorarecError
 from corarec.training.loop import learning_rate
 
@@ -72,14 +71,16 @@ def test_a_method_train_section_overrides_the_preset_train_section_for_that_meth
 
     preset = tmp_path / "p.yaml"
     preset.write_text("train: {lr: 1.0e-3, epochs: 1, batch_size: 4}\n"
-                      "cora: {depth: 2, train: {lr: 3.0e-4, epochs: 2}}\n")
+                      "cora: {generator: {depth: 2}, train: {lr: 3.0e-4, epochs: 2}}\n")
 
     def resolved(method, **explicit):
-        return resolve_config(method, "d", "o", None, None, str(preset), None, None, None, None, {}, explicit)
+        return resolve_config(method, "d", "o", None, None, str(preset), **explicit)
 
     cora = resolved("cora")
     assert (cora.train.lr, cora.train.epochs, cora.train.batch_size) == (3e-4, 2, 4)
-    assert cora.method_config["depth"] == 2 and "train" not in cora.method_config
+    assert cora.method_config["generator"]["depth"] == 2 and "train" not in cora.method_config
+    both = resolved("cora", generator_heads=2).method_config["generator"]  # an option and the preset: both kept
+    assert (both["depth"], both["heads"], both["queries"]) == (2, 2, 4)
     assert resolved("cora", lr=5e-4).train.lr == 5e-4  # an explicit flag still wins
     tallrec = resolved("tallrec")
     assert (tallrec.train.lr, tallrec.train.epochs) == (1e-3, 1)

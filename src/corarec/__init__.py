@@ -13,7 +13,7 @@ _EXPORTS = {
     "train": "corarec.training.loop",
     "evaluate": "corarec.evaluation.evaluate",
     "predict": "corarec.serving.predict",
-    "recommend": "corarec.serving.recommender",
+    "recommend": "corarec.serving.recommend",
     "load": "corarec.serving.recommender",
     "serve": "corarec.serving.server",
     "benchmark": "corarec.benchmark",

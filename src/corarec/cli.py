@@ -1,19 +1,22 @@
 """The ``corarec`` command line: one thin command per pipeline stage.
 
 Each command calls the library function of the same name with the same arguments and prints
-what it returns; there is no logic here. A :class:`~corarec.errors.CorarecError` is printed as one
-line (``error: ...``) with exit status 2.
+what it returns; there is no logic here. The settings options of ``train`` and ``train-cf`` are
+generated from the config dataclasses (:mod:`corarec.utils.options`): one option per field, named
+as the field (a nested one ``--generator-depth``), its help the field's description. A
+:class:`~corarec.errors.CorarecError` is printed as one line (``error: ...``) with exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from corarec.errors import CorarecError
+from corarec.utils.options import Option, setting_options, with_options
 
 app = typer.Typer(
     name="corarec",
@@ -29,8 +32,8 @@ def prepare(
     name: str = typer.Argument(..., help="ml-100k, ml-1m, amazon-book or custom"),
     out: Path = typer.Option(..., "--out", help="Directory to write the prepared dataset to"),
     raw: Optional[Path] = typer.Option(None, "--raw", help="Directory (or file) with the raw data; ml-100k defaults to the bundled copy"),
-    interactions: Optional[Path] = typer.Option(None, "--interactions", help="custom: CSV/parquet log with user, item, rating or label, timestamp"),
-    items: Optional[Path] = typer.Option(None, "--items", help="custom: CSV/parquet table with item and title"),
+    interactions: Optional[Path] = typer.Option(None, "--interactions", help="custom: CSV/TSV/parquet log with user, item, rating or label, timestamp"),
+    items: Optional[Path] = typer.Option(None, "--items", help="custom: CSV/TSV/parquet table with item and title"),
     label_threshold: Optional[float] = typer.Option(None, "--label-threshold", help="custom: label = rating >= this (default: the log already holds 0/1 labels)"),
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="custom: train,valid,test time fractions, or two cut dates 'YYYY-MM-DD,YYYY-MM-DD'"),
     item_noun: str = typer.Option("item", "--item-noun", help="custom: noun used in prompts (movie, book, ...)"),
@@ -48,43 +51,50 @@ def prepare(
     typer.echo(f"wrote {out}")
 
 
+def cf_options() -> list[Option]:
+    """The options of ``train-cf`` generated from :class:`~corarec.cf.config.CFConfig` (defaults: each model's)."""
+    from corarec.cf.config import CF_MODELS, make_config
+
+    return setting_options([(model, make_config(model)) for model in CF_MODELS], "CF settings", exclude=("model",))
+
+
+def train_options() -> list[Option]:
+    """The options of ``train`` generated from the training loop's and every method's config dataclass."""
+    from corarec.methods import REGISTRY, method_classes
+    from corarec.training.config import TrainConfig
+
+    return [*setting_options([("", TrainConfig)], "Training loop (every method)"),
+            *setting_options([(name, method_classes(name)[0]) for name in REGISTRY], "Method settings")]
+
+
 @app.command("train-cf")
+@with_options(cf_options())
 def train_cf(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
     model: str = typer.Option(..., "--model", help="mf, lightgcn or sasrec"),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config.json, model.safetensors, metrics.json)"),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding size (default 256, the paper's; SASRec 32 on the CPU)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default: the model's preset)"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay (default: the model's preset)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum passes over the train rows"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Train rows per step"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Epochs without a better valid AUC before stopping"),
-    grid: bool = typer.Option(False, "--grid", help="Search a small lr x weight-decay x dim grid; keep the best on valid AUC"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
-    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="MF/LightGCN: user, item and global biases (default on)"),
-    layers: Optional[int] = typer.Option(None, "--layers", help="LightGCN propagation layers / SASRec blocks (default 2)"),
-    heads: Optional[int] = typer.Option(None, "--heads", help="SASRec attention heads"),
-    dropout: Optional[float] = typer.Option(None, "--dropout", help="SASRec dropout"),
-    max_len: Optional[int] = typer.Option(None, "--max-len", help="History items read by SASRec and the fold-in (default 25)"),
-    fold_in: Optional[str] = typer.Option(None, "--fold-in", help="MF/LightGCN embedding of users new to train: learned or mean"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'paper' or a YAML file whose cf section applies over the model's defaults"),
+    grid: bool = typer.Option(False, "--grid", help="Search the model's lr x weight-decay x dim grid; keep the best on valid AUC"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the CF run already in --out (any other non-empty directory is never replaced)"),
+    **settings: Any,
 ) -> None:
-    """Train a CF model (MF, LightGCN or SASRec) on a prepared dataset and print its metrics."""
+    """Train a CF model (MF, LightGCN or SASRec) on a prepared dataset and print its metrics.
+
+    The CF settings' defaults are the model's (configs/cf/defaults.yaml); the cf section of --preset and
+    the options apply over them."""
     from corarec.cf import train_cf as train_cf_fn
     from corarec.evaluation.evaluate import format_metrics
 
-    metrics = train_cf_fn(
-        data=data, model=model, out=out, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs,
-        batch_size=batch_size, patience=patience, grid=grid, seed=seed, bias=bias, layers=layers,
-        heads=heads, dropout=dropout, max_len=max_len, fold_in=fold_in, device=device, overwrite=overwrite,
-    )
+    metrics = train_cf_fn(data=data, model=model, out=out, preset=preset, grid=grid, device=device,
+                          overwrite=overwrite, **settings)
     typer.echo(format_metrics(metrics["valid"], f"valid (best epoch {metrics['best_epoch']}):"))
     typer.echo(format_metrics(metrics["test"], "test:"))
     typer.echo(f"wrote {out}")
 
 
 @app.command()
+@with_options(train_options())
 def train(
     method: str = typer.Option("cora", "--method", help="cora, tallrec, collm or icl"),
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
@@ -92,48 +102,22 @@ def train(
     cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA and CoLLM"),
     llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'paper' or a YAML file"),
-    rank: Optional[int] = typer.Option(None, "--rank", help="Rank r of the low-rank update (CoRA 16, TALLRec 8)"),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Scale alpha (update scaled by alpha/r)"),
-    targets: Optional[str] = typer.Option(None, "--targets", help="Target modules, e.g. q,k,v,o or q,k,v,o,gate,up,down"),
-    layers: Optional[str] = typer.Option(None, "--layers", help="'all', 'top:N' or a list '0,1,5'"),
-    queries: Optional[int] = typer.Option(None, "--queries", help="CoRA: learnable queries k of the generator"),
-    generator_depth: Optional[int] = typer.Option(None, "--generator-depth", help="CoRA: generator blocks N"),
-    cache_prefix: Optional[bool] = typer.Option(None, "--cache-prefix/--no-cache-prefix", help="CoRA, TALLRec: cache the frozen layers below the first adapted one"),
-    interaction: Optional[bool] = typer.Option(None, "--interaction/--no-interaction", help="CoRA: append e_u * e_i to the generator's input (beyond the paper)"),
-    fold_in_fraction: Optional[float] = typer.Option(None, "--fold-in-fraction", help="CoRA: share of training rows that use the CF fold-in user embedding"),
-    score_mode: Optional[str] = typer.Option(None, "--score-mode", help="'yes' (paper) or 'yes_minus_no'"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per step"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training rows"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps"),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps"),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Validations without improvement before stopping"),
-    max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples", help="Train on at most N rows (seeded)"),
-    train_sample: Optional[str] = typer.Option(None, "--train-sample", help="How --max-train-samples draws: 'users' (default) or 'rows'"),
-    max_eval_samples: Optional[int] = typer.Option(None, "--max-eval-samples", help="Validate on at most N rows (whole users)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
     init: Optional[Path] = typer.Option(None, "--init", help="Run whose weights initialise this one (CoLLM from TALLRec)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
+    **settings: Any,
 ) -> None:
-    """Train an LLM method (CoRA by default) on a prepared dataset."""
+    """Train an LLM method (CoRA by default) on a prepared dataset.
+
+    Every setting's default is shown without --preset; a preset's values apply over the defaults, the
+    options over both."""
     from corarec.evaluation.evaluate import format_metrics
     from corarec.training.loop import train as train_fn
 
-    metrics = train_fn(
-        method=method, data=data, out=out, cf=cf, llm=llm, preset=preset, resume=resume, init=init,
-        seed=seed, device=device, bf16=bf16,
-        method_settings=dict(rank=rank, alpha=alpha, targets=targets, layers=layers, queries=queries,
-                             depth=generator_depth, cache_prefix=cache_prefix, interaction=interaction,
-                             fold_in_fraction=fold_in_fraction, score_mode=score_mode),
-        train_settings=dict(lr=lr, weight_decay=weight_decay, batch_size=batch_size, epochs=epochs,
-                            max_steps=max_steps, warmup_steps=warmup_steps, eval_every=eval_every,
-                            patience=patience, max_train_samples=max_train_samples,
-                            train_sample=train_sample, max_eval_samples=max_eval_samples),
-    )
+    metrics = train_fn(method=method, data=data, out=out, cf=cf, llm=llm, preset=preset, resume=resume, init=init,
+                       seed=seed, device=device, bf16=bf16, **settings)
     if metrics.get("valid"):
         typer.echo(format_metrics(metrics["valid"], f"best validation (step {metrics['best_step']}):"))
     typer.echo(f"wrote {out}")
@@ -161,7 +145,7 @@ def evaluate(
 @app.command()
 def predict(
     run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
-    input: Path = typer.Option(..., "--input", help=".csv/.parquet with user, item (raw ids), optional label, history"),
+    input: Path = typer.Option(..., "--input", help=".csv/.tsv/.parquet with user, item (raw ids), optional label, history"),
     out: Path = typer.Option(..., "--out", help="Write the scored pairs to this .csv/.parquet"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
@@ -188,7 +172,7 @@ def recommend(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Top-k items for a user, with titles and scores (items the user already saw are left out)."""
-    from corarec.serving.recommender import format_recommendations, recommend as recommend_fn
+    from corarec.serving.recommend import format_recommendations, recommend as recommend_fn
 
     table = recommend_fn(run=run, user=user, k=k, candidates=candidates, pool=pool, data=data, device=device)
     typer.echo(format_recommendations(table))

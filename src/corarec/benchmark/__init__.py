@@ -45,11 +45,11 @@ Modules, in the order a benchmark runs: :mod:`~corarec.benchmark.plan` (methods,
 :mod:`~corarec.benchmark.plots` (output), :mod:`~corarec.benchmark.run` (all of it).
 """
 
-from corarec.benchmark.plan import CF_LABELS, DEFAULT_METHODS, REFERENCES, Entry, parse_entry, parse_seeds, plan
+from corarec.benchmark.plan import CF_LABELS, DEFAULT_METHODS, REFERENCE_LABELS, Entry, parse_entry, parse_seeds, plan
 from corarec.benchmark.report import format_count, format_markdown, format_seconds, format_table, result_row
 from corarec.benchmark.run import benchmark
 from corarec.benchmark.tune import cf_settings, tuning_grid
 
-__all__ = ["CF_LABELS", "DEFAULT_METHODS", "REFERENCES", "Entry", "benchmark", "cf_settings", "format_count",
+__all__ = ["CF_LABELS", "DEFAULT_METHODS", "REFERENCE_LABELS", "Entry", "benchmark", "cf_settings", "format_count",
            "format_markdown", "format_seconds", "format_table", "parse_entry", "parse_seeds", "plan", "result_row",
            "tuning_grid"]

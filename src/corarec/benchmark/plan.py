@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from corarec.cf.config import CF_MODELS
+from corarec.cf.references import REFERENCES
 from corarec.training.config import SEED_MAX
 from corarec.errors import CorarecError
 
@@ -14,8 +15,8 @@ DEFAULT_METHODS = ("item-rate", "logistic-rate", "mf", "lightgcn", "sasrec", "ic
 """What ``corarec benchmark`` runs without ``--methods``: the paper's table plus two references."""
 
 CF_LABELS = {"mf": "MF", "lightgcn": "LightGCN", "sasrec": "SASRec"}
-REFERENCES = {"item-rate": ("Item rate", "item rate"), "logistic-rate": ("Logistic on rates", "logistic on rates")}
-"""Benchmark name → (table label, key in :data:`corarec.cf.references.REFERENCES`)."""
+REFERENCE_LABELS = {"item-rate": "Item rate", "logistic-rate": "Logistic on rates"}
+"""Table label of each reference of :data:`corarec.cf.references.REFERENCES`."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def parse_entry(name: str) -> Entry:
     """The :class:`Entry` of a ``--methods`` name; unknown names are a clear error."""
     key = name.strip().lower()
     if key in REFERENCES:
-        return Entry(key, REFERENCES[key][0], "reference")
+        return Entry(key, REFERENCE_LABELS[key], "reference")
     if key in CF_MODELS:
         return Entry(key, CF_LABELS[key], "cf", cf=key)
     if key == "icl":

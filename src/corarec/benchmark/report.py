@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from corarec.data.schema import Dataset
-from corarec.utils.io import atomic_path
+from corarec.utils.io import write_table
 
 HEADER = ("| Method | seeds | AUC | AUC, whole test | UAUC | AUC − MF [95% CI] | warm AUC | cold AUC | valid AUC "
           "| valid AUC, whole split | train time | trainable params |")
@@ -34,8 +34,7 @@ def write_results_csv(path: Path, summary: dict) -> None:
                            "run": ";".join(str(run) for run in r["runs"] if run)} for r in summary["methods"]])
     metrics = [c for c in frame.columns if "auc" in c]
     frame[metrics] = frame[metrics].astype(float).round(4)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_table(path, frame)
 
 
 def format_table(summary: dict) -> str:

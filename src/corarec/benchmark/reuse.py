@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from corarec.benchmark.plan import Entry
 from corarec.errors import CorarecError
-from corarec.utils.io import atomic_path, read_json, write_json
+from corarec.utils.io import read_json, write_json, write_table
 
 RESULT = "benchmark.json"
 SCORES = "test_scores.csv"
@@ -102,8 +102,7 @@ def save_result(run: Path, result: dict, spec: dict, rows_key: dict, rows: pd.Da
     run.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"user_id": rows["user_id"].to_numpy(), "item_id": rows["item_id"].to_numpy(),
                           "label": rows["label"].to_numpy(), "score": result["scores"]})
-    with atomic_path(run / SCORES) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_table(run / SCORES, frame)
     write_json(run / RESULT, {"spec": spec, "rows": rows_key,
                               "result": {k: v for k, v in result.items() if k != "scores"}})
 

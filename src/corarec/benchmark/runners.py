@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from corarec.benchmark.aggregate import seed_result
-from corarec.benchmark.plan import REFERENCES, Entry, parse_entry
+from corarec.benchmark.plan import Entry, parse_entry
 from corarec.benchmark.reuse import (cached_result, check_partial_run, file_digest, run_dir, run_name, save_result,
                                      trained_with)
 from corarec.benchmark.tune import chosen_settings
+from corarec.cf.references import REFERENCES
 from corarec.data.schema import Dataset
 from corarec.evaluation.evaluate import report
 from corarec.utils.io import read_json
@@ -61,9 +62,7 @@ class Bench:
 
 def run_reference(entry: Entry, bench: Bench, seed: int) -> dict:
     """A simple reference: computed from train (logistic: fitted on valid), nothing to reuse."""
-    from corarec.cf.references import REFERENCES as FUNCTIONS
-
-    function, ds = FUNCTIONS[REFERENCES[entry.name][1]], bench.ds
+    function, ds = REFERENCES[entry.name], bench.ds
     t0 = time.perf_counter()
     test_scores = np.asarray(function(ds, "test"), dtype=np.float64)
     seconds = time.perf_counter() - t0
@@ -81,16 +80,14 @@ def run_reference(entry: Entry, bench: Bench, seed: int) -> dict:
 
 def reference_valid_auc(bench: Bench, valid_scores: np.ndarray | None = None, name: str = "logistic-rate") -> float:
     """A reference's AUC on the validation rows (its scores of the whole valid split, or computed here)."""
-    from corarec.cf.references import REFERENCES as FUNCTIONS
-
     if valid_scores is None:
-        valid_scores = np.asarray(FUNCTIONS[REFERENCES[name][1]](bench.ds, "valid"), dtype=np.float64)
+        valid_scores = np.asarray(REFERENCES[name](bench.ds, "valid"), dtype=np.float64)
     return auc(bench.valid["label"], valid_scores[_positions(bench.ds.valid, bench.valid)])
 
 
 def run_cf(entry: Entry, bench: Bench, seed: int) -> dict:
     """A CF model alone: trained with :func:`corarec.cf.train_cf` (tuned settings), scored by its own CTR head."""
-    from corarec.cf import load_cf, predict, train_cf
+    from corarec.cf import cf_logits, load_cf, train_cf
 
     run = run_dir(bench.runs, entry, seed)
     settings = bench.cf_choice(entry.cf)["settings"]
@@ -104,8 +101,8 @@ def run_cf(entry: Entry, bench: Bench, seed: int) -> dict:
     model = load_cf(run, bench.ds)
     metrics = read_json(run / "metrics.json")
     curve = [(e["epoch"], e["valid_auc"]) for e in metrics.get("epochs", [])]
-    result = seed_result(entry, seed, bench.ds, bench.test, predict(model, bench.test),
-                         valid_auc=auc(bench.valid["label"], predict(model, bench.valid)),
+    result = seed_result(entry, seed, bench.ds, bench.test, cf_logits(model, bench.test),
+                         valid_auc=auc(bench.valid["label"], cf_logits(model, bench.valid)),
                          train_seconds=metrics.get("train_seconds"), curve=curve, curve_unit="epoch",
                          parameters=int(sum(p.numel() for p in model.parameters())), run=str(run),
                          valid_auc_whole=metrics["valid"]["all"]["auc"], test_whole=metrics["test"])
@@ -146,7 +143,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
                 shutil.rmtree(run)
     if not (run / CONFIG).is_file():
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
-              seed=seed, device=bench.device, bf16=bench.bf16, train_settings=validation)
+              seed=seed, device=bench.device, bf16=bench.bf16, **validation)
     loaded = load_run(run, device=bench.device)
     scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")
     metrics = read_json(run / "metrics.json")

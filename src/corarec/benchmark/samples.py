@@ -12,7 +12,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from corarec.data.batches import subsample_users
+from corarec.data.sampling import subsample_users
 from corarec.errors import CorarecError
 
 DEFAULT_MAX_SAMPLES = 4000

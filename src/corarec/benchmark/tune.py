@@ -2,7 +2,8 @@
 
 The CF presets were chosen on MovieLens-100K and need not transfer to another dataset, so by default
 the benchmark tunes each CF model once per dataset: :func:`corarec.cf.train_cf` with a grid over
-lr × weight decay × dim (:data:`corarec.cf.config.GRID`, or the preset's ``cf: {tune: {...}}``),
+lr × weight decay × dim (:func:`corarec.cf.config.grid_space`: ``configs/cf/defaults.yaml``'s ``tune``
+lists, or the preset's ``cf: {tune: {...}}``),
 the candidate with the best AUC on the whole valid split kept (the same validation that stops CF
 training early). Tuning trains with the sample seed, so it does not change with ``--seeds``; it
 lives in ``runs/<cf>/tuning/`` (``grid/``: the best candidate's run with the whole grid's log in its
@@ -13,15 +14,13 @@ With ``tune_cf=False`` (``--no-tune-cf``, ``make demo``) the preset's ``cf`` sec
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from corarec.benchmark.reuse import difference, set_aside_stale
-from corarec.cf.config import CF_MODELS, GRID, GRID_KEYS, make_config
-from corarec.errors import CorarecError
+from corarec.cf.config import grid_space, make_config, section_settings
 from corarec.utils.io import read_json, write_json
 
 TUNED = ("lr", "weight_decay", "dim")
@@ -31,26 +30,17 @@ TUNING = "tuning.json"
 
 def cf_settings(sections: dict, model: str) -> dict[str, Any]:
     """The preset's ``cf`` section for ``model``: shared keys, then the model's own sub-section
-    (``tune`` left out: that is the tuning grid, :func:`tuning_grid`)."""
-    from corarec.cf import train_cf
-
-    settings = {k: v for k, v in _section(sections, model).items() if k != "tune"}
-    allowed = set(inspect.signature(train_cf).parameters) - {"data", "model", "out", "seed", "progress", "grid", "overwrite"}
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise CorarecError(f"preset cf section: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    (``tune`` left out: that is the tuning grid, :func:`tuning_grid`); every name a :class:`CFConfig`
+    setting and every value valid for it (checked now, before anything trains)."""
+    settings = section_settings(sections.get("cf"), model, "preset cf section")
+    make_config(model, where=f"preset cf section ({model})", **settings)
     return settings
 
 
 def tuning_grid(sections: dict, model: str) -> dict[str, list]:
-    """The grid ``model`` is tuned over: :data:`~corarec.cf.config.GRID`, each key replaced by the preset's
-    ``cf: {tune: {...}}`` and then ``cf: {<model>: {tune: {...}}}``."""
-    section = dict(sections.get("cf") or {})
-    shared, own = section.get("tune") or {}, (section.get(model) or {}).get("tune") or {}
-    for where, value in (("cf.tune", shared), (f"cf.{model}.tune", own)):
-        if not isinstance(value, dict) or set(value) - set(GRID_KEYS):
-            raise CorarecError(f"preset {where}: expected a mapping of {', '.join(GRID_KEYS)} to lists of values, got {value!r}")
-    return {key: list(values) for key, values in {**GRID[model], **shared, **own}.items()}
+    """The grid ``model`` is tuned over: the bundled one (:func:`corarec.cf.config.grid_space`), each key
+    replaced by the preset's ``cf: {tune: {...}}`` and then ``cf: {<model>: {tune: {...}}}``."""
+    return grid_space(model, sections, "preset")
 
 
 def chosen_settings(data: Path, model: str, sections: dict, tune: bool, sample_seed: int, method_dir: Path,
@@ -88,10 +78,3 @@ def _tune(data: Path, model: str, settings: dict, grid: dict, seed: int, tuning:
     write_json(tuning / TUNING, {"spec": spec, "record": record})
     return record
 
-
-def _section(sections: dict, model: str) -> dict[str, Any]:
-    section = dict(sections.get("cf") or {})
-    own = section.pop(model, None) or {}
-    for other in CF_MODELS:
-        section.pop(other, None)
-    return {**section, **own}

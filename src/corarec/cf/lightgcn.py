@@ -21,13 +21,13 @@ from corarec.cf.dot import DotCF
 
 
 class LightGCN(DotCF):
-    """LightGCN with ``config.layers`` propagation layers over the positive train edges."""
+    """LightGCN with ``config.num_layers`` propagation layers over the positive train edges."""
 
     kind = "lightgcn"
 
     def __init__(self, config: CFConfig, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
-        self.layers = config.layers
+        self.layers = config.num_layers
         self.register_buffer("edge_users", torch.zeros(0, dtype=torch.long))  # [E]
         self.register_buffer("edge_items", torch.zeros(0, dtype=torch.long))  # [E]
         self._adj: Tensor | None = None

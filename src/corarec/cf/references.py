@@ -1,19 +1,19 @@
 """Two simple references for CTR, computed from the train split only.
 
-- **item rate**: the item's smoothed positive rate in train,
+- ``item-rate``: the item's smoothed positive rate in train,
   ``(positives_i + a * p) / (rows_i + a)`` with ``p`` the train positive rate and ``a`` pseudo-rows
   (items unseen in train score ``p``);
-- **logistic on rates**: a logistic regression (scikit-learn) on the log-odds of the smoothed user
+- ``logistic-rate`` (logistic on rates): a logistic regression (scikit-learn) on the log-odds of the smoothed user
   and item positive rates, fitted on the valid split (users unseen in train have rate ``p``).
 
-Both return one score per row of a split, so any benchmark can compute metrics on them.
+Both return one score per row of a split, so any benchmark can compute metrics on them;
+:data:`REFERENCES` names them as ``corarec benchmark --methods`` does.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
@@ -48,10 +48,12 @@ def logistic_rates_scores(ds: Dataset, split: str, smoothing: float = SMOOTHING)
     labels = ds.valid["label"].to_numpy()
     if labels.min() == labels.max():
         raise CorarecError(f"{ds.root or ds.name}: the valid split holds only label {int(labels[0])}; cannot fit the logistic reference")
+    from sklearn.linear_model import LogisticRegression  # imported here: it takes seconds, only this needs it
+
     model = LogisticRegression()
     model.fit(rate_features(ds, "valid", smoothing), labels)
     return model.decision_function(rate_features(ds, split, smoothing))
 
 
-REFERENCES = {"item rate": item_rate_scores, "logistic on rates": logistic_rates_scores}
-"""Name → ``f(ds, split) -> scores``."""
+REFERENCES = {"item-rate": item_rate_scores, "logistic-rate": logistic_rates_scores}
+"""Name (as ``--methods`` spells it) → ``f(ds, split) -> scores``."""

@@ -62,7 +62,7 @@ class SASRec(CFModel):
         nn.init.normal_(self.item_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.dropout) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.dropout) for _ in range(config.num_layers))
         self.ln = nn.LayerNorm(config.dim)
         self.item_bias = nn.Parameter(torch.zeros(n_items))  # [n_items]
         self.global_bias = nn.Parameter(torch.zeros(()))  # []

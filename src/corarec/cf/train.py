@@ -7,7 +7,6 @@ directory is ever replaced, and only with ``overwrite``.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,13 +18,15 @@ from tqdm.auto import tqdm
 
 from corarec.cf.base import CFBatch, CFModel, history_tensor
 from corarec.cf.checkpoint import build_model, save_cf
-from corarec.cf.config import GRID, CFConfig, grid_candidates, make_config
+from corarec.cf.config import CFConfig, grid_candidates, grid_space, make_config
 from corarec.data.schema import Dataset, read_dataset
 from corarec.utils.device import resolve_device
 from corarec.errors import CorarecError
 from corarec.utils.io import atomic_dir, read_json, write_json
 from corarec.evaluation.metrics import auc, metric_report, warm_mask
 from corarec.utils.outdir import check_replaceable
+from corarec.utils.presets import load_preset
+from corarec.utils.seeding import seed_everything
 
 
 def rows_tensors(frame: pd.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
@@ -59,8 +60,8 @@ def batches(rows: dict[str, torch.Tensor], batch_size: int, generator: torch.Gen
 
 
 @torch.no_grad()
-def predict(model: CFModel, rows: dict[str, torch.Tensor] | pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
-    """CTR logits [N] for every row of a split (a DataFrame or :func:`rows_tensors`)."""
+def cf_logits(model: CFModel, rows: dict[str, torch.Tensor] | pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
+    """The CF model's CTR logits [N] for every row of a split (a DataFrame or :func:`rows_tensors`)."""
     if isinstance(rows, pd.DataFrame):
         rows = rows_tensors(rows, model.max_len)
     was_training = model.training
@@ -71,17 +72,18 @@ def predict(model: CFModel, rows: dict[str, torch.Tensor] | pd.DataFrame, batch_
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def evaluate(model: CFModel, ds: Dataset, split: str) -> dict[str, Any]:
-    """:func:`corarec.evaluation.metrics.metric_report` (all / warm / cold) of ``model`` on a split."""
+def evaluate_cf(model: CFModel, ds: Dataset, split: str) -> dict[str, Any]:
+    """:func:`corarec.evaluation.metrics.metric_report` (all / warm / cold) of the CF ``model`` on a split."""
     frame = ds.splits[split]
-    scores = predict(model, frame)
+    scores = cf_logits(model, frame)
     return metric_report(frame["user_id"], frame["label"], scores, warm_mask(frame, ds.train), items=frame["item_id"])
 
 
-def fit(
+def fit_cf(
     config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[CFModel, dict[str, Any]]:
-    """Train one model; returns it holding the best-valid-AUC weights, and the training log."""
+    """Train one CF model with one ``config`` on the :func:`rows_tensors` ``train``, stopping early on ``valid``;
+    returns it holding the best-valid-AUC weights, and the training log."""
     seed_everything(config.seed)
     model = build_model(config, ds.n_users, ds.n_items)
     model.fit_train(train["users"], train["items"], train["labels"])
@@ -102,7 +104,7 @@ def fit(
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(labels), count + len(labels)
-        valid_auc = auc(valid_labels, predict(model, valid))
+        valid_auc = auc(valid_labels, cf_logits(model, valid))
         log.append({"epoch": epoch, "train_loss": total / count, "valid_auc": valid_auc})
         bar.set_postfix(loss=f"{total / count:.4f}", valid_auc=f"{valid_auc:.4f}")
         if valid_auc > best_auc:
@@ -118,51 +120,43 @@ def train_cf(
     data: str | Path,
     model: str,
     out: str | Path,
-    dim: int | None = None,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    patience: int | None = None,
+    preset: str | None = None,
     grid: bool | dict[str, list] = False,
-    seed: int | None = None,
-    bias: bool | None = None,
-    layers: int | None = None,
-    heads: int | None = None,
-    dropout: float | None = None,
-    max_len: int | None = None,
-    fold_in: str | None = None,
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Train a CF model (``mf``, ``lightgcn``, ``sasrec``) on a prepared dataset and write a run dir.
+    The arguments are the options of ``corarec train-cf``.
 
-    ``None`` arguments take the model's preset (:mod:`corarec.cf.config`). With ``grid`` every
-    lr × weight-decay × dim combination of ``GRID[model]`` (or of the mapping ``grid``, e.g.
-    ``{"dim": [64, 256]}``) is trained, other arguments as given, and the best on valid AUC is kept.
-    ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; the saved model is on the CPU. Returns the metrics written to ``out/metrics.json``. An existing CF run in
-    ``out`` is replaced only with ``overwrite``; any other non-empty directory never (a CoRA run, a
-    Hugging Face model, a prepared dataset, the user's files).
+    ``settings`` are :class:`~corarec.cf.config.CFConfig` fields by name (``dim=64``, ``num_layers=3``);
+    None values, and settings not given, take the model's defaults (``configs/cf/defaults.yaml``), or
+    ``preset``'s ``cf`` section where it sets them (:func:`~corarec.cf.config.make_config`). With
+    ``grid`` every lr × weight-decay × dim combination of the model's grid
+    (:func:`~corarec.cf.config.grid_space`; or of the mapping ``grid``, e.g. ``{"dim": [64, 256]}``)
+    is trained, other settings as given, and the best on valid AUC is kept. ``device``: ``auto``
+    (CUDA when available), ``cpu`` or ``cuda``; the saved model is on the CPU. Returns the metrics
+    written to ``out/metrics.json``. An existing CF run in ``out`` is replaced only with
+    ``overwrite``; any other non-empty directory never (a CoRA run, a Hugging Face model, a prepared
+    dataset, the user's files).
     """
     out = Path(out)
     check_replaceable(out, "CF run directory", is_cf_run, RUN_FILES, overwrite)
     ds = read_dataset(data)
     device = resolve_device(device)
-    base = make_config(
-        model, dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-        patience=patience, seed=seed, bias=bias, layers=layers, heads=heads, dropout=dropout,
-        max_len=max_len, fold_in=fold_in,
-    )
+    base = make_config(model, preset, **settings)
+    if grid is True:
+        grid = grid_space(model, load_preset(preset) if preset else None, f"preset {preset}")
     train, valid = rows_tensors(ds.train, base.max_len), rows_tensors(ds.valid, base.max_len)
     candidates = [base]
     if grid:
-        candidates = grid_candidates(base, GRID[model] if grid is True else grid)
+        candidates = grid_candidates(base, grid)
 
     start = time.perf_counter()
     best_model, best_log, best_config, grid_log = None, None, None, []
     for config in candidates:
-        fitted, log = fit(config, ds, train, valid, progress, device)
+        fitted, log = fit_cf(config, ds, train, valid, progress, device)
         grid_log.append({"lr": config.lr, "weight_decay": config.weight_decay, "dim": config.dim,
                          "best_epoch": log["best_epoch"], "valid_auc": log["best_valid_auc"]})
         if best_log is None or log["best_valid_auc"] > best_log["best_valid_auc"]:
@@ -172,8 +166,8 @@ def train_cf(
     metrics: dict[str, Any] = {
         "model": model,
         "dataset": ds.name,
-        "valid": evaluate(best_model, ds, "valid"),
-        "test": evaluate(best_model, ds, "test"),
+        "valid": evaluate_cf(best_model, ds, "valid"),
+        "test": evaluate_cf(best_model, ds, "test"),
         "best_epoch": best_log["best_epoch"],
         "train_seconds": round(seconds, 2),
         "epochs": best_log["epochs"],
@@ -203,10 +197,3 @@ def is_cf_run(path: str | Path) -> bool:
 def model_device(model: CFModel) -> torch.device:
     """The device the model's buffers live on."""
     return model.user_seen.device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Data: the prepared-dataset format, dataset preparers, prompts and batches."""
+"""Data: the prepared-dataset format, dataset preparers, prompts and row sampling (the bottom layer: no CF, no LLM)."""
 
 from corarec.data.schema import SPLITS, Dataset, read_dataset, write_dataset
 

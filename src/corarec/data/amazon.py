@@ -21,14 +21,14 @@ import ast
 import html
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from corarec.data.raw import RawData, numbered_lines
+from corarec.data.raw import RawData, fixed_protocol_data, numbered_lines
 from corarec.errors import CorarecError
 
 REVIEW_FILES = ("Books_5.json.gz", "Books_5.json", "reviews_Books_5.json.gz", "reviews_Books_5.json")
@@ -79,8 +79,6 @@ def load_amazon_book(raw: Path | None, protocol: AmazonBookProtocol = AmazonBook
     halved = halved[np.argsort(rows["timestamp"].to_numpy()[halved], kind="stable")]
     split[halved[: len(halved) // 2]] = "valid"
     split[halved[len(halved) // 2:]] = "test"
-    rows["split"] = split
-    rows = rows[rows["split"].notna()].reset_index(drop=True)
 
     last = protocol.last_train_month
     rules = {
@@ -88,11 +86,7 @@ def load_amazon_book(raw: Path | None, protocol: AmazonBookProtocol = AmazonBook
         "valid": f"the first half of month {last + 1} of {protocol.year}",
         "test": f"the second half of month {last + 1} of {protocol.year}",
     }
-    return RawData(
-        name="amazon-book", item_noun="book", rows=rows, titles=titles,
-        protocol={"dataset": "amazon-book", "timezone": "UTC", **asdict(protocol)},
-        split_rules=rules, source=str(reviews_path),
-    )
+    return fixed_protocol_data("amazon-book", "book", rows, split, titles, protocol, rules, str(reviews_path))
 
 
 def read_reviews(path: Path, year: int) -> pd.DataFrame:

@@ -13,6 +13,8 @@ found by name, case-insensitively, from these candidates (override with ``column
 Label: ``rating >= label_threshold`` (a finite number) when a threshold is given; otherwise the
 log's label column (or a rating column that only holds 0/1).
 
+Both files are read by :func:`corarec.data.raw.read_table` (``.csv`` or ``.tsv``, optionally gzipped,
+or ``.parquet``), the reader ``corarec predict`` uses too.
 Every column holds one value per row (a parquet column of lists is an error), every CSV/TSV line as
 many fields as the header, and numeric timestamps lie within what a date can hold (1677–2262).
 Errors name the file and the line as an editor shows it (the header is line 1; blank lines and
@@ -37,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from corarec.data.raw import UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, check_csv_fields, csv_line_of_row
+from corarec.data.raw import (UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, csv_line_of_row, is_parquet, read_table,
+                              table_separator)
 from corarec.errors import CorarecError
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -111,26 +114,6 @@ def load_custom(
         },
         split_rules=rules, source=str(log_path),
     )
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read CSV (``.csv``, ``.csv.gz``), TSV (``.tsv``, ``.tab``) or parquet, every column as text for CSV/TSV."""
-    if not path.is_file():
-        raise CorarecError(f"{path}: file not found")
-    try:
-        if _is_parquet(path):
-            return pd.read_parquet(path)
-        table = pd.read_csv(path, sep=_separator(path), dtype=str, keep_default_na=False, na_values=[""],
-                            skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise CorarecError(f"{path}: file is empty") from None
-    except pd.errors.ParserError as e:
-        check_csv_fields(path, _separator(path))  # names the first ragged line as an editor counts it
-        raise CorarecError(f"{path}: malformed file ({' '.join(str(e).split())})") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CorarecError(f"{path}: cannot read ({' '.join(str(e).split())})") from None
-    check_csv_fields(path, _separator(path))  # pandas pads short lines, reads a long first line's extra field as an index
-    return table
 
 
 def _column(frame: pd.DataFrame, role: str, path: Path, chosen: dict[str, str], required: bool = True) -> str | None:
@@ -267,15 +250,6 @@ def _one_value_per_row(frame: pd.DataFrame, col: str, path: Path) -> None:
 def _where(path: Path, row: int) -> str:
     """``file:line`` of data row ``row`` (0-based) for CSV/TSV, as an editor numbers lines (header =
     line 1, blank lines and quoted line breaks counted); ``file: row N`` for parquet (0-based)."""
-    if _is_parquet(path):
+    if is_parquet(path):
         return f"{path}: row {row}"
-    return f"{path}:{csv_line_of_row(path, _separator(path), row)}"
-
-
-def _separator(path: Path) -> str:
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    return "\t" if any(s in suffixes for s in (".tsv", ".tab")) else ","
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in (".parquet", ".pq")
+    return f"{path}:{csv_line_of_row(path, table_separator(path), row)}"

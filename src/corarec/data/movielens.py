@@ -13,14 +13,16 @@ Months are calendar months of the Unix timestamp in UTC. A row whose month is in
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from corarec.utils.assets import ml100k_dir
-from corarec.data.raw import UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, parse_numbers, read_delimited
+from corarec.data.raw import (UNIX_SECONDS, UNIX_SECONDS_SPAN, RawData, fixed_protocol_data, parse_numbers,
+                              read_delimited)
 from corarec.errors import CorarecError
 
 
@@ -67,24 +69,11 @@ def load_ml100k(raw: Path | None = None, protocol: ML100KProtocol = ML100KProtoc
         raise CorarecError(f"{folder}: neither ml-100k.inter/ml-100k.item (RecBole) nor u.data/u.item (GroupLens) found")
 
     rows["label"] = (rows.pop("rating") >= protocol.label_threshold).astype(np.int8)
-    month = month_index(rows["timestamp"].to_numpy())
-    ranges = {
-        "train": tuple(_parse_month(m, "train_months") for m in protocol.train_months),
-        "valid": tuple(_parse_month(m, "valid_months") for m in protocol.valid_months),
-        "test": tuple(_parse_month(m, "test_months") for m in protocol.test_months),
-    }
-    rows["split"] = assign_splits(month, ranges)
-    rows = rows[rows["split"].notna()].reset_index(drop=True)
-    rules = {
-        "train": f"months {protocol.train_months[0]} … {protocol.train_months[1]}",
-        "valid": f"months {protocol.valid_months[0]} … {protocol.valid_months[1]}",
-        "test": f"months {protocol.test_months[0]} … {protocol.test_months[1]}",
-    }
-    return RawData(
-        name="ml-100k", item_noun="movie", rows=rows, titles=titles,
-        protocol={"dataset": "ml-100k", "timezone": "UTC", **asdict(protocol)},
-        split_rules=rules, source=source,
-    )
+    months = {"train": protocol.train_months, "valid": protocol.valid_months, "test": protocol.test_months}
+    ranges = {name: tuple(_parse_month(m, f"{name}_months") for m in pair) for name, pair in months.items()}
+    split = assign_splits(month_index(rows["timestamp"].to_numpy()), ranges)
+    rules = {name: f"months {first} … {last}" for name, (first, last) in months.items()}
+    return fixed_protocol_data("ml-100k", "movie", rows, split, titles, protocol, rules, source)
 
 
 def load_ml1m(raw: Path | None, protocol: ML1MProtocol = ML1MProtocol()) -> RawData:
@@ -101,14 +90,7 @@ def load_ml1m(raw: Path | None, protocol: ML1MProtocol = ML1MProtocol()) -> RawD
     _, fields, lines = read_delimited(ratings_path, "::", 4, encoding="latin-1")
     if not fields:
         raise CorarecError(f"{ratings_path}: no ratings")
-    columns = list(zip(*fields))
-    rows = pd.DataFrame({
-        "user_raw": [u.strip() for u in columns[0]],
-        "item_raw": [i.strip() for i in columns[1]],
-        "rating": parse_numbers(columns[2], ratings_path, lines, "rating", integer=False),
-        "timestamp": parse_numbers(columns[3], ratings_path, lines, "timestamp", integer=True,
-                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
-    })
+    rows = _rating_rows(ratings_path, lines, *zip(*fields))
     _, movie_fields, _ = read_delimited(movies_path, "::", 3, encoding="latin-1")
     titles = {m[0].strip(): m[1].strip() for m in movie_fields}
 
@@ -117,15 +99,10 @@ def load_ml1m(raw: Path | None, protocol: ML1MProtocol = ML1MProtocol()) -> RawD
     origin = _parse_month(protocol.first_month, "first_month") if protocol.first_month else int(month.min())
     slots = month - origin
     ranges = {"train": protocol.train_slots, "valid": protocol.valid_slots, "test": protocol.test_slots}
-    rows["split"] = assign_splits(slots, ranges)
-    rows = rows[rows["split"].notna()].reset_index(drop=True)
     first = _month_name(origin)
     rules = {name: f"months {lo}–{hi} counted from {first}" for name, (lo, hi) in ranges.items()}
-    return RawData(
-        name="ml-1m", item_noun="movie", rows=rows, titles=titles,
-        protocol={"dataset": "ml-1m", "timezone": "UTC", **asdict(protocol), "month_0": first},
-        split_rules=rules, source=str(ratings_path),
-    )
+    return fixed_protocol_data("ml-1m", "movie", rows, assign_splits(slots, ranges), titles, protocol, rules,
+                               str(ratings_path), month_0=first)
 
 
 def month_index(timestamps: np.ndarray) -> np.ndarray:
@@ -147,13 +124,7 @@ def _read_recbole_100k(folder: Path) -> tuple[pd.DataFrame, dict[str, str], str]
     head, fields, lines = read_delimited(inter_path, "\t", 4, header=True)
     names = _field_names(head, inter_path, ("user_id", "item_id", "rating", "timestamp"))
     columns = list(zip(*fields)) if fields else [()] * 4
-    rows = pd.DataFrame({
-        "user_raw": [v.strip() for v in columns[names["user_id"]]],
-        "item_raw": [v.strip() for v in columns[names["item_id"]]],
-        "rating": parse_numbers(columns[names["rating"]], inter_path, lines, "rating", integer=False),
-        "timestamp": parse_numbers(columns[names["timestamp"]], inter_path, lines, "timestamp", integer=True,
-                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
-    })
+    rows = _rating_rows(inter_path, lines, *(columns[names[n]] for n in ("user_id", "item_id", "rating", "timestamp")))
     head, item_fields, _ = read_delimited(item_path, "\t", 4, header=True)
     names = _field_names(head, item_path, ("item_id", "movie_title", "release_year"))
     titles = {
@@ -166,17 +137,23 @@ def _read_recbole_100k(folder: Path) -> tuple[pd.DataFrame, dict[str, str], str]
 def _read_grouplens_100k(folder: Path) -> tuple[pd.DataFrame, dict[str, str], str]:
     data_path, item_path = folder / "u.data", folder / "u.item"
     _, fields, lines = read_delimited(data_path, "\t", 4)
-    columns = list(zip(*fields)) if fields else [()] * 4
-    rows = pd.DataFrame({
-        "user_raw": [v.strip() for v in columns[0]],
-        "item_raw": [v.strip() for v in columns[1]],
-        "rating": parse_numbers(columns[2], data_path, lines, "rating", integer=False),
-        "timestamp": parse_numbers(columns[3], data_path, lines, "timestamp", integer=True,
-                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
-    })
+    rows = _rating_rows(data_path, lines, *(zip(*fields) if fields else [()] * 4))
     _, item_fields, _ = read_delimited(item_path, "|", 24, encoding="latin-1")
     titles = {f[0].strip(): f[1].strip() for f in item_fields}  # GroupLens titles already hold "(Year)"
     return rows, titles, str(data_path)
+
+
+def _rating_rows(path: Path, lines: list[int], users: Sequence[str], items: Sequence[str], ratings: Sequence[str],
+                 timestamps: Sequence[str]) -> pd.DataFrame:
+    """``user_raw``, ``item_raw``, ``rating``, ``timestamp`` from the text fields of a ratings file (``lines``: the
+    line of each row, for errors)."""
+    return pd.DataFrame({
+        "user_raw": [v.strip() for v in users],
+        "item_raw": [v.strip() for v in items],
+        "rating": parse_numbers(ratings, path, lines, "rating", integer=False),
+        "timestamp": parse_numbers(timestamps, path, lines, "timestamp", integer=True,
+                                   limits=UNIX_SECONDS, span=UNIX_SECONDS_SPAN),
+    })
 
 
 def _field_names(head: list[str] | None, path: Path, wanted: tuple[str, ...]) -> dict[str, int]:

@@ -20,6 +20,7 @@ files, nothing else) and ``overwrite`` is set; an ``out`` that holds one of the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,8 @@ def prepare(
             raise CorarecError(f"{out}: holds the input {value} ({option}); writing the prepared dataset there "
                                "would delete it; choose another --out")
     check_replaceable(out, "prepared dataset", is_prepared_dataset, ARTEFACTS, overwrite)
-    data = load_raw(name, raw=raw, interactions=interactions, items=items,
-                    label_threshold=label_threshold, split=split, item_noun=item_noun)
+    data = load_raw(name, raw, dict(interactions=interactions, items=items, label_threshold=label_threshold,
+                                    split=split, item_noun=item_noun))
     ds = to_dataset(data)
     write_dataset(ds, out, overwrite=True)  # replacing was checked above
     return ds
@@ -75,31 +76,25 @@ def is_prepared_dataset(path: str | Path) -> bool:
     return (root / "dataset.json").is_file() and all((root / f"{name}.parquet").is_file() for name in SPLITS)
 
 
-def load_raw(
-    name: str,
-    raw: str | Path | None = None,
-    interactions: str | Path | None = None,
-    items: str | Path | None = None,
-    label_threshold: float | None = None,
-    split: str = "0.8,0.1,0.1",
-    item_noun: str = "item",
-) -> RawData:
-    """Run the loader of dataset ``name`` (no files are written)."""
+def load_raw(name: str, raw: str | Path | None = None, custom: dict[str, Any] | None = None) -> RawData:
+    """Run the loader of dataset ``name`` (no files are written).
+
+    ``custom``: keyword arguments of :func:`corarec.data.custom.load_custom` (``interactions``, ``items``,
+    ``label_threshold``, ``split``, ``item_noun``); for another dataset the first three must be None."""
     raw_path = Path(raw) if raw is not None else None
+    custom = dict(custom or {})
     if name == "custom":
         from corarec.data.custom import load_custom
 
+        interactions = custom.pop("interactions", None)
         if interactions is None and raw_path is not None and raw_path.is_file():
-            interactions = raw_path
-        return load_custom(
-            interactions=interactions, items=items, label_threshold=label_threshold,
-            split=split, item_noun=item_noun,
-        )
+            interactions = raw_path  # `prepare custom --raw log.csv`
+        return load_custom(interactions, custom.pop("items", None), **custom)
     if name not in DATASETS:
         raise CorarecError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    for option, value in (("--interactions", interactions), ("--items", items), ("--label-threshold", label_threshold)):
-        if value is not None:
-            raise CorarecError(f"{option} only applies to 'custom'; {name} follows its fixed protocol")
+    for option in ("interactions", "items", "label_threshold"):
+        if custom.get(option) is not None:
+            raise CorarecError(f"--{option.replace('_', '-')} only applies to 'custom'; {name} follows its fixed protocol")
     if name == "ml-100k":
         from corarec.data.movielens import load_ml100k
 

@@ -1,4 +1,4 @@
-"""What every dataset loader returns, and careful readers for raw text files.
+"""What every dataset loader returns, and careful readers for raw text files and tables.
 
 A loader (:mod:`~corarec.data.movielens`, :mod:`~corarec.data.amazon`, :mod:`~corarec.data.custom`)
 reads the user's files, applies its protocol (filters, label, split) and returns a :class:`RawData`
@@ -12,7 +12,7 @@ import csv
 import gzip
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -45,6 +45,22 @@ class RawData:
     """Human-readable rule of each split, used in the error for an empty split."""
     source: str = ""
     """The file(s) the rows came from, for error messages."""
+
+
+def fixed_protocol_data(name: str, item_noun: str, rows: pd.DataFrame, split: np.ndarray, titles: dict[str, str],
+                        protocol: Any, rules: dict[str, str], source: str, **recorded: Any) -> RawData:
+    """The :class:`RawData` of a dataset with a fixed protocol (MovieLens, Amazon-Book).
+
+    ``rows`` get their ``split`` (None: the row is in no split and dropped); the protocol recorded in
+    ``dataset.json`` is the dataset's name, the time zone of its dates (UTC), the fields of the dataclass
+    ``protocol`` and ``recorded``; ``rules`` describe each split for the error an empty split raises."""
+    rows = rows.assign(split=split)
+    rows = rows[rows["split"].notna()].reset_index(drop=True)
+    return RawData(
+        name=name, item_noun=item_noun, rows=rows, titles=titles,
+        protocol={"dataset": name, "timezone": "UTC", **asdict(protocol), **recorded},
+        split_rules=rules, source=source,
+    )
 
 
 def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
@@ -163,6 +179,60 @@ def csv_line_of_row(path: Path, sep: str, row: int) -> int:
     except (csv.Error, UnicodeDecodeError, OSError, EOFError):
         pass
     return row + 2  # one line per record: right unless the file could not be scanned
+
+
+TEXT_TABLES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+"""Suffix of a CSV/TSV table → its field separator."""
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip")
+"""Compression suffixes a CSV/TSV table may add (``log.csv.gz``); pandas decompresses them."""
+PARQUET = (".parquet", ".pq")
+TABLE_FORMATS = ".csv or .tsv (optionally compressed: .gz, .bz2, .xz, .zip) or .parquet"
+"""The table files :func:`read_table` reads, as written in its error."""
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table with a header: CSV or TSV (every column as text, so ids keep leading zeros; an empty
+    field is missing) or parquet. Errors name the file, and for a ragged CSV/TSV the line an editor shows."""
+    path = Path(path)
+    if not is_table_file(path):
+        raise CorarecError(f"{path}: expected a {TABLE_FORMATS} file")
+    if not path.is_file():
+        raise CorarecError(f"{path}: file not found")
+    if is_parquet(path):
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for a bad parquet file
+            raise CorarecError(f"{path}: not a readable parquet file ({' '.join(str(e).split())})") from None
+    sep = table_separator(path)
+    try:
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise CorarecError(f"{path}: file is empty") from None
+    except pd.errors.ParserError as e:
+        check_csv_fields(path, sep)  # names the first ragged line as an editor counts it
+        raise CorarecError(f"{path}: malformed file ({' '.join(str(e).split())})") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CorarecError(f"{path}: cannot read ({' '.join(str(e).split())})") from None
+    check_csv_fields(path, sep)  # pandas pads short lines, reads a long first line's extra field as an index
+    return table
+
+
+def is_table_file(path: Path) -> bool:
+    """Whether :func:`read_table` reads ``path`` by its suffix (CSV, TSV, maybe compressed, or parquet)."""
+    return is_parquet(path) or table_separator(path) is not None
+
+
+def table_separator(path: Path) -> str | None:
+    """The field separator of a CSV/TSV table by its suffix (``.csv``, ``.tsv.gz``, ...); None for other files."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes.pop()
+    return TEXT_TABLES.get(suffixes[-1]) if suffixes else None
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` names a parquet file (``.parquet``, ``.pq``)."""
+    return path.suffix.lower() in PARQUET
 
 
 def natural_order(raw_ids: Sequence[str]) -> list[str]:

@@ -16,10 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from corarec.training.config import TrainConfig
-from corarec.data.batches import subsample_users
+from corarec.data.sampling import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
-from corarec.utils.io import atomic_path, write_json
+from corarec.utils.io import write_json, write_table
 from corarec.evaluation.metrics import metric_report, warm_mask
 from corarec.utils.settings import check_option
 
@@ -29,20 +29,27 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = None,
-               desc: str = "scoring") -> np.ndarray:
-    """Logits ``[N]`` of ``run``'s method for ``rows`` (in order), in batches with a progress bar."""
+               desc: str = "scoring", progress: bool = True) -> np.ndarray:
+    """Logits ``[N]`` of ``run``'s method for ``rows`` (in order), in batches of ``batch_size``
+    (default: the run's evaluation batch size), with a progress bar unless ``progress`` is False.
+
+    The method scores in eval mode (no dropout, no fold-in sampling); its previous mode is restored
+    afterwards, also when scoring fails. Training, evaluation and serving all score through here.
+    """
     method = run.method
     batch_size = batch_size or run.config.train.eval_batch_size
     was_training = method.training
     method.eval()
     scores = np.empty(len(rows), dtype=np.float32)
     starts = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 2):
-        batch = run.batcher(rows.iloc[start:start + batch_size]).to(run.device)
-        with run.llm.autocast():
-            logits = method.score(batch)                                       # [b]
-        scores[start:start + len(batch)] = logits.float().cpu().numpy()
-    method.train(was_training)
+    try:
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress or len(starts) < 2):
+            batch = run.batcher(rows.iloc[start:start + batch_size]).to(run.device)
+            with run.llm.autocast():
+                logits = method.score(batch)                                       # [b]
+            scores[start:start + len(batch)] = logits.float().cpu().numpy()
+    finally:
+        method.train(was_training)
     return scores
 
 
@@ -111,11 +118,7 @@ def write_predictions(path: str | Path, rows: pd.DataFrame, scores: np.ndarray, 
         "logit": scores,
         "probability": 1.0 / (1.0 + np.exp(-scores.astype(np.float64))),
     })
-    with atomic_path(path) as tmp:
-        if path.suffix == ".csv":
-            out.to_csv(tmp, index=False)
-        else:
-            out.to_parquet(tmp, index=False)
+    write_table(path, out)
 
 
 def format_metrics(metrics: dict, title: str = "") -> str:

@@ -1,14 +1,14 @@
 """LLM methods behind one interface (:class:`~corarec.methods.base.Method`).
 
 ``cora`` is the paper's method; ``icl``, ``tallrec`` and ``collm`` are its baselines. Each method
-has a config dataclass (its settings, paper defaults) and is built from the frozen LLM, the
-prepared dataset and, where it uses one, the frozen CF model.
+has a config dataclass (its settings, paper defaults) and is built the same way,
+``Method(cfg, llm, cf=None)``, from its config, the frozen LLM and, where it uses one
+(:attr:`~corarec.methods.base.Method.uses_cf`), the frozen CF model.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from corarec.errors import CorarecError
 from corarec.methods.base import Method
@@ -37,8 +37,7 @@ def method_classes(name: str) -> tuple[type, type]:
 
 def uses_cf(name: str) -> bool:
     """Whether the method reads a CF model."""
-    _, cls = method_classes(name)
-    return bool(getattr(cls, "uses_cf", False))
+    return method_classes(name)[1].uses_cf
 
 
 __all__ = ["Method", "REGISTRY", "method_names", "method_classes", "uses_cf"]

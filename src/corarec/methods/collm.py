@@ -28,7 +28,7 @@ from torch import nn
 
 from corarec.data.prompts import ITEM_TOKEN, USER_TOKEN
 from corarec.errors import CorarecError
-from corarec.llm.model import answer_logits, answer_score
+from corarec.llm.model import answer_logits
 from corarec.methods.base import Method
 from corarec.methods.peft_lora import attach_lora, save_adapter
 from corarec.methods.tallrec import TallRecConfig
@@ -40,13 +40,13 @@ class CoLLMConfig(TallRecConfig):
     """Settings of CoLLM (defaults: the CoLLM paper). The LoRA fields are TALLRec's, inherited, so that
     stage 2 can start from a TALLRec run (``--init``) with the very same LoRA."""
 
-    hidden_factor: int = setting(10, at_least=1)
-    """Hidden width of the mapping MLP, in multiples of the CF embedding size."""
-    train_lora: bool = True
-    """Stage 2 trains the LoRA with the mapping (True) or keeps the stage-1 LoRA frozen (False)."""
-    fold_in_fraction: float = setting(0.0, at_least=0, at_most=1)
-    """Share of training rows that use the CF model's fold-in (cold-start) user embedding."""
-
+    hidden_factor: int = setting(10, at_least=1, doc="""
+        Hidden width of the mapping MLP, in multiples of the CF embedding size.""")
+    train_lora: bool = setting(True, doc="""
+        Stage 2 trains the LoRA with the mapping (on) or keeps the stage-1 LoRA frozen (off).""")
+    fold_in_fraction: float = setting(0.0, at_least=0, at_most=1, doc="""
+        Share of training rows whose user embedding is the CF model's fold-in (cold-start) embedding, so that
+        training also sees the kind of embedding test-time cold users get.""")
 
 class CoLLM(Method):
     """Frozen LLM + LoRA, with mapped CF embeddings at the placeholder tokens of the CoLLM prompt."""
@@ -55,13 +55,10 @@ class CoLLM(Method):
     template = "collm"
     uses_cf = True
 
-    def __init__(self, cfg: CoLLMConfig, llm, cf):
-        super().__init__()
+    def __init__(self, cfg: CoLLMConfig, llm, cf=None):
         if cfg.cache_prefix:
             raise CorarecError("collm cannot use cache_prefix: its CF tokens change the input of every layer")
-        self.cfg = cfg
-        self.llm = llm
-        self.cf = cf.eval().requires_grad_(False)  # frozen CF model
+        super().__init__(cfg, llm, cf)  # holds the frozen LLM and CF model (not registered)
         self.peft = attach_lora(llm, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.layers)
         if not cfg.train_lora:
             for name, param in self.peft.named_parameters():
@@ -83,16 +80,9 @@ class CoLLM(Method):
         self.item_token_id = int(tokenizer.convert_tokens_to_ids(ITEM_TOKEN))
         self.pad_id = int(tokenizer.pad_token_id)
 
-    def train(self, mode: bool = True) -> "CoLLM":
-        super().train(mode)
-        self.cf.eval()  # the frozen CF model never trains (no dropout in SASRec)
-        return self
-
     def cf_embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen CF user and item embeddings ``[B, c']`` (c' = c + bias coordinates) (some users folded in while training)."""
-        fold_in = None
-        if self.training and self.cfg.fold_in_fraction > 0:
-            fold_in = torch.rand(len(batch.cf), device=batch.cf.users.device) < self.cfg.fold_in_fraction  # [B]
+        fold_in = self.fold_in_rows(batch, self.cfg.fold_in_fraction)  # [B] or None
         with torch.no_grad():
             e_u, e_i = self.cf.embed(batch.cf, fold_in=fold_in)  # [B, c'] each
         return e_u.float(), e_i.float()
@@ -124,7 +114,7 @@ class CoLLM(Method):
     def score(self, batch) -> torch.Tensor:
         embeds = self.input_embeddings(batch)                                        # [B, T, d]
         logits = answer_logits(self.llm, None, batch.attention_mask, inputs_embeds=embeds)  # [B, V]
-        return answer_score(logits, self.llm.yes_id, self.llm.no_id, self.cfg.score_mode)  # [B]
+        return self.answer(logits)  # [B]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The mapping and the LoRA (the LoRA is saved even when ``train_lora`` keeps it frozen)."""

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
-from corarec.llm.model import SCORE_MODES, answer_logits, answer_score
+from corarec.llm.model import answer_logits
 from corarec.methods.base import Method
-from corarec.utils.settings import Settings, setting
+from corarec.methods.fields import score_mode_field
+from corarec.utils.settings import Settings
 
 
 @dataclass
 class ICLConfig(Settings):
     """Settings of the zero-shot baseline."""
 
-    score_mode: str = setting("yes", choices=SCORE_MODES)
-    """'yes': the logit of " Yes" at the answer slot (the paper); 'yes_minus_no': logit(Yes) − logit(No)."""
+    score_mode: str = score_mode_field()
 
 
 class ICL(Method):
@@ -30,12 +30,9 @@ class ICL(Method):
     template = "tallrec"
     trains = False
 
-    def __init__(self, cfg: ICLConfig, llm):
-        super().__init__()
-        self.cfg = cfg
-        self.llm = llm
-        self.model = llm.model  # registered so that .to() / .eval() reach it; every weight frozen
+    def __init__(self, cfg: ICLConfig, llm, cf=None):
+        super().__init__(cfg, llm, cf)  # holds the frozen LLM: nothing of this method is registered
 
     def score(self, batch) -> torch.Tensor:
         logits = answer_logits(self.llm, batch.input_ids, batch.attention_mask)  # [B, V]
-        return answer_score(logits, self.llm.yes_id, self.llm.no_id, self.cfg.score_mode)  # [B]
+        return self.answer(logits)  # [B]

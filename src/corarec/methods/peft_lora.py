@@ -18,7 +18,7 @@ from torch import nn
 
 from corarec.errors import CorarecError
 from corarec.utils.io import atomic_dir, load_tensors, read_json
-from corarec.methods.cora.injection import parse_layers, parse_targets
+from corarec.methods.targets import parse_layers, parse_targets
 
 ADAPTER_DIR = "adapter"
 """Sub-directory of a run that holds the adapter in peft's format."""

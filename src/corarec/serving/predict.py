@@ -1,6 +1,7 @@
 """``corarec predict``: score a file of (user, item) pairs in raw ids with a trained run.
 
-Input: ``.csv`` or ``.parquet`` with columns ``user`` and ``item`` (the dataset's original ids),
+Input: a table :func:`corarec.data.raw.read_table` reads (``.csv`` or ``.tsv``, optionally gzipped, or
+``.parquet``, as ``prepare custom`` takes) with columns ``user`` and ``item`` (the dataset's original ids),
 optionally ``label`` (0/1) and ``history`` (raw item ids liked by an unknown user: a list in
 parquet, space- or ``|``-separated text in CSV). Output: the same rows, in order, with ``logit``,
 ``probability`` (of "Yes"), and the flags ``cold`` / ``cold_user`` / ``cold_item`` (the user or item
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from corarec.training.config import TrainConfig
+from corarec.data.raw import read_table
 from corarec.errors import CorarecError
-from corarec.utils.io import atomic_path
 from corarec.evaluation.metrics import metric_report
-from corarec.serving.recommender import load, pair_records, read_table
+from corarec.serving.pairs import pair_records
+from corarec.serving.recommender import load
+from corarec.training.config import TrainConfig
+from corarec.utils.io import TABLE_SUFFIXES, write_table
 from corarec.utils.settings import check_option
 
 
@@ -28,7 +31,7 @@ def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Pat
     """Score the pairs in ``input`` with ``run`` and write them to ``out`` (``.csv``/``.parquet``,
     atomically). Returns the metrics when ``input`` has a ``label`` column, else None."""
     input, out = Path(input), Path(out)
-    if out.suffix not in (".csv", ".parquet"):
+    if out.suffix not in TABLE_SUFFIXES:
         raise CorarecError(f"{out}: output must be a .csv or .parquet file")
     if out.is_dir():
         raise CorarecError(f"{out}: is a directory; --out needs a .csv or .parquet file path")
@@ -47,12 +50,3 @@ def pair_metrics(scores: pd.DataFrame) -> dict:
     group the rows, so distinct unknown users stay distinct)."""
     return metric_report(scores["user"].to_numpy(), scores["label"].to_numpy(), scores["logit"].to_numpy(),
                          ~scores["cold"].to_numpy(dtype=bool))
-
-
-def write_table(path: Path, table: pd.DataFrame) -> None:
-    """Write ``table`` to a ``.csv`` or ``.parquet`` file, atomically."""
-    with atomic_path(path) as tmp:
-        if path.suffix == ".csv":
-            table.to_csv(tmp, index=False)
-        else:
-            table.to_parquet(tmp, index=False)

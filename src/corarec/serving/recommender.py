@@ -18,6 +18,9 @@ and handles everyone:
 Recommending without candidates is two-stage: the CF model scores every item the user has not
 interacted with and keeps its top ``pool``; the LLM method re-ranks that pool. A run whose method
 has no CF model pre-selects by popularity (positive train rows) instead.
+
+Scoring runs the evaluation's loop (:func:`corarec.evaluation.evaluate.score_rows`). What requests
+send in is checked by :mod:`corarec.serving.pairs`; ``corarec recommend`` is :mod:`corarec.serving.recommend`.
 """
 
 from __future__ import annotations
@@ -29,12 +32,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from corarec.errors import CorarecError
-
-PAIR_COLUMNS = ("user", "item")
-"""Required columns of a pairs table (raw ids)."""
+from corarec.evaluation.evaluate import score_rows
+from corarec.serving.pairs import check_k_pool, normalise_id, pair_records
 
 
 @dataclass
@@ -167,7 +168,7 @@ class Recommender:
         from corarec.cf.base import CFBatch, history_tensor
 
         device = self.run.device
-        history = history_tensor([state.history], self.run.batcher.cf_history_len).to(device)  # [1, L]
+        history = history_tensor([state.history], self.cf.max_len).to(device)  # [1, L]: what the CF model reads
         out = np.empty(len(items), dtype=np.float64)
         for start in range(0, len(items), chunk):
             part = torch.as_tensor(items[start:start + chunk], dtype=torch.long, device=device)  # [b]
@@ -176,23 +177,15 @@ class Recommender:
             out[start:start + len(part)] = self.cf(batch).float().cpu().numpy()
         return out
 
-    @torch.no_grad()
     def logits(self, rows: list[dict[str, Any]] | pd.DataFrame) -> np.ndarray:
         """The method's logits ``[N]`` for resolved rows (user_id, item_id, history), in batches of
-        ``batch_size`` (the loop of :func:`corarec.evaluation.evaluate.score_rows`, with the progress bar
-        optional so that a server's log stays quiet)."""
-        run, method = self.run, self.run.method
-        method.eval()
+        ``batch_size``: the evaluation's loop (:func:`corarec.evaluation.evaluate.score_rows`, which
+        scores in eval mode and restores the method's mode), its progress bar optional so that a
+        server's log stays quiet."""
         if not isinstance(rows, pd.DataFrame):
             rows = pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "history"])
         rows = rows[["user_id", "item_id", "history"]].reset_index(drop=True)
-        out = np.empty(len(rows), dtype=np.float32)
-        starts = range(0, len(rows), self.batch_size)
-        for start in tqdm(starts, desc="scoring", unit="batch", leave=False, disable=not self.progress or len(starts) < 2):
-            batch = run.batcher(rows.iloc[start:start + self.batch_size]).to(run.device)
-            with run.llm.autocast():
-                out[start:start + len(batch)] = method.score(batch).float().cpu().numpy()  # [b]
-        return out
+        return score_rows(self.run, rows, self.batch_size, desc="scoring", progress=self.progress)
 
     def scored(self, rows: list[dict[str, Any]], logits: Sequence[float]) -> pd.DataFrame:
         """The public result of :meth:`score` from resolved rows and their logits."""
@@ -260,164 +253,9 @@ def load(run: str | Path, data: str | Path | None = None, device: str | None = N
     return Recommender(load_run(run, data=data, device=device), batch_size=batch_size)
 
 
-def recommend(run: str | Path, user: str, k: int = 10, candidates: str | Path | None = None, pool: int = 100,
-              data: str | Path | None = None, device: str | None = None) -> pd.DataFrame:
-    """Top-``k`` items for raw user id ``user`` of a run (see :meth:`Recommender.recommend`).
-
-    ``candidates`` is a file of raw item ids: one per line (``.txt``), or a ``.csv``/``.parquet``
-    table with an ``item`` column.
-    """
-    ids = read_candidates(candidates) if candidates is not None else None
-    check_k_pool(k, pool, ids is not None)  # before the slow part: loading the model
-    return load(run, data=data, device=device).recommend(user, k=k, candidates=ids, pool=pool)
-
-
-def check_k_pool(k: int, pool: int, has_candidates: bool) -> None:
-    """``k`` ≥ 1, and without candidates a CF pool of at least ``k`` items."""
-    if k < 1:
-        raise CorarecError(f"k must be at least 1, got {k}")
-    if not has_candidates and pool < k:
-        raise CorarecError(f"pool ({pool}) must be at least k ({k})")
-
-
-def read_candidates(path: str | Path) -> list[str]:
-    """Raw item ids from a ``.txt`` (one per line), ``.csv`` or ``.parquet`` (``item`` column)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorarecError(f"{path}: candidates file not found")
-    if path.suffix in (".csv", ".parquet"):
-        frame = read_table(path)
-        if "item" not in frame:
-            raise CorarecError(f"{path}: needs an 'item' column; found {', '.join(map(str, frame.columns))}")
-        raw = frame["item"].tolist()
-    else:
-        raw = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    ids = []
-    for row, value in enumerate(raw, start=1):
-        key = normalise_id(value)
-        if key is None:
-            raise CorarecError(f"{path}: row {row}: item is empty")
-        ids.append(key)
-    if not ids:
-        raise CorarecError(f"{path}: no candidate items")
-    return ids
-
-
-def format_recommendations(table: pd.DataFrame, title_width: int = 48) -> str:
-    """An aligned text table of :meth:`Recommender.recommend`'s result."""
-    if len(table) == 0:
-        return "no items to recommend (every candidate was already seen by the user)"
-    item_width = max(4, *(len(str(i)) for i in table["item"]))
-    head = f"{'rank':>4}  {'item':<{item_width}}  {'title':<{title_width}}  {'logit':>8}  {'prob':>6}"
-    if "cf_logit" in table:
-        head += f"  {'CF logit':>8}"
-    lines = [head]
-    for row in table.itertuples(index=False):
-        title = row.title if len(row.title) <= title_width else row.title[:title_width - 1] + "…"
-        line = f"{row.rank:>4}  {str(row.item):<{item_width}}  {title:<{title_width}}  {row.logit:>8.3f}  {row.probability:>6.3f}"
-        if "cf_logit" in table:
-            line += f"  {row.cf_logit:>8.3f}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-# ----- input tables ---------------------------------------------------------------------------------
-
-def pair_records(pairs: Any, where: str = "pairs") -> list[dict[str, Any]]:
-    """Validate pairs (a DataFrame, or a list of ``(user, item[, history])`` tuples or dicts) into
-    dicts with ``user``, ``item`` as the dataset's string keys, plus ``label`` (0/1) and ``history``
-    (list of raw ids, or None) when the input has them. Errors name the 1-based row."""
-    if isinstance(pairs, pd.DataFrame):
-        missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
-        if missing:
-            raise CorarecError(f"{where}: missing column(s) {', '.join(missing)}; "
-                               f"found {', '.join(map(str, pairs.columns))}")
-        keep = [c for c in ("user", "item", "label", "history") if c in pairs.columns]
-        pairs = pairs[keep].to_dict("records")
-    out = []
-    for n, pair in enumerate(pairs, start=1):
-        if isinstance(pair, (tuple, list)) and len(pair) in (2, 3):
-            pair = dict(zip(("user", "item", "history"), pair))
-        elif not isinstance(pair, dict):
-            raise CorarecError(f"{where}: row {n}: expected (user, item) or {{'user': .., 'item': ..}}, got {pair!r}")
-        record: dict[str, Any] = {}
-        for column in PAIR_COLUMNS:
-            if column not in pair:
-                raise CorarecError(f"{where}: row {n}: missing '{column}'")
-            record[column] = normalise_id(pair[column])
-            if record[column] is None:
-                raise CorarecError(f"{where}: row {n}: {column} is empty")
-        if "label" in pair:
-            record["label"] = _label(pair["label"], f"{where}: row {n}")
-        if "history" in pair:
-            record["history"] = _history(pair["history"], f"{where}: row {n}")
-        out.append(record)
-    if not out:
-        raise CorarecError(f"{where}: no pairs to score")
-    if "label" in out[0] and any("label" not in r for r in out):
-        raise CorarecError(f"{where}: some pairs have a label and some do not")
-    return out
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a ``.csv`` (every column as text, so raw ids keep leading zeros) or ``.parquet`` file."""
-    path = Path(path)
-    if path.suffix not in (".csv", ".parquet"):
-        raise CorarecError(f"{path}: expected a .csv or .parquet file")
-    if not path.is_file():
-        raise CorarecError(f"{path}: file not found")
-    try:
-        if path.suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        return pd.read_parquet(path)
-    except pd.errors.ParserError as e:
-        raise CorarecError(f"{path}: malformed CSV ({str(e).strip().removeprefix('Error tokenizing data. ')})") from None
-    except (pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CorarecError(f"{path}: not a readable table ({e})") from None
-    except Exception as e:  # pyarrow raises several types for a bad parquet file
-        raise CorarecError(f"{path}: not a readable parquet file ({e})") from None
-
-
-def normalise_id(value: Any) -> str | None:
-    """A raw id as the dataset's string key (``7``, ``7.0`` and ``"7"`` agree); None when empty."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    text = str(value).strip()
-    return text or None
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _label(value: Any, where: str) -> int:
-    text = normalise_id(value)
-    if text not in ("0", "1"):
-        raise CorarecError(f"{where}: label must be 0 or 1, got {value!r}")
-    return int(text)
-
-
-def _history(value: Any, where: str) -> list[str] | None:
-    """A history cell: list-like of raw ids, a space/comma/``|``-separated string, or empty."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, str):
-        parts = value.replace(",", " ").replace("|", " ").split()
-    elif isinstance(value, (list, tuple, np.ndarray)):
-        parts = list(value)
-    else:
-        raise CorarecError(f"{where}: history must be a list of item ids, got {value!r}")
-    ids = [normalise_id(p) for p in parts]
-    if any(i is None for i in ids):
-        raise CorarecError(f"{where}: history holds an empty item id")
-    return ids
 
 
 def _without(history: list[int], item: int) -> list[int]:
@@ -442,14 +280,8 @@ def _user_histories(splits: dict[str, pd.DataFrame]) -> tuple[dict[int, list[int
 
 def _find_cf(run) -> torch.nn.Module | None:
     """The run's frozen CF model: the method's own, else loaded from the run's CF directory."""
-    from corarec.cf.base import CFModel
-
-    held = getattr(run.method, "cf", None)  # CoRA holds its CF model without registering it
-    if isinstance(held, CFModel):
-        return held.eval()
-    for module in run.method.modules():
-        if isinstance(module, CFModel):
-            return module.eval()
+    if run.method.cf is not None:  # every method holds its CF model (or None) as ``cf``
+        return run.method.cf
     if run.config.cf:
         from corarec.cf import load_cf
 

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, Wi
 
 from corarec.errors import CorarecError
 from corarec.serving.microbatch import MicroBatcher
-from corarec.serving.recommender import Recommender, load, pair_records, sigmoid
+from corarec.serving.pairs import pair_records
+from corarec.serving.recommender import Recommender, load, sigmoid
 from corarec.serving.guard import (TOKEN_ENV, BearerToken, BodySizeLimit, StrictJSONRoute, exposure_warning,
                                  public_info, validation_error_response)
 

@@ -1,8 +1,10 @@
 """Run configuration: the training loop's settings, presets and how they combine.
 
 Precedence: dataclass defaults (the paper's values) < a preset (``--preset cpu``) < explicit
-command-line arguments. Within a preset, the ``train`` section applies to every method and a
-method's own ``train`` sub-section (``cora: {train: {lr: 3.0e-4}}``) overrides it for that method.
+command-line arguments (the fields by their flat names, :mod:`corarec.utils.options`). Within a
+preset, the ``train`` section applies to every method and a method's own ``train`` sub-section
+(``cora: {train: {lr: 3.0e-4}}``) overrides it for that method; a nested config is a sub-mapping
+(``cora: {generator: {depth: 2}}``).
 The resolved configuration is written to ``config.json`` of the run, so a run can be rebuilt from
 that file alone. Every field is checked by its type and the rule declared beside it
 (:mod:`corarec.utils.settings`), whichever of these sources it comes from.
@@ -12,113 +14,135 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from corarec.utils.device import DEVICE_NAMES, DEVICE_PATTERN
 from corarec.errors import CorarecError
-from corarec.utils.settings import Settings, apply_settings, config_from_dict, mapping, setting
+from corarec.utils.device import DEVICE_NAMES, DEVICE_PATTERN
+from corarec.utils.options import flat_fields, nest
+from corarec.utils.presets import load_preset
+from corarec.utils.settings import SEED_MAX, Settings, apply_settings, config_from_dict, mapping, setting
 
-SEED_MAX = 2**32 - 1
-"""Largest seed NumPy's global generator accepts (seeds are 0..SEED_MAX)."""
+__all__ = ["SEED_MAX", "RunConfig", "TrainConfig", "apply_fields", "load_preset", "resolve_config", "run_config_from_dict",
+           "to_dict"]
 
 
 @dataclass
 class TrainConfig(Settings):
     """Settings of the shared training loop (paper defaults: official CoRA configs)."""
 
-    lr: float = setting(1e-3, above=0)
-    """Peak learning rate of AdamW."""
-    weight_decay: float = setting(1e-3, at_least=0)
-    """AdamW weight decay."""
-    betas: tuple[float, float] = setting((0.9, 0.999), at_least=0, below=1)
-    """AdamW betas."""
-    warmup_steps: int = setting(200, at_least=0)
-    """Linear warm-up steps (from ``warmup_start_lr`` to ``lr``); cosine decay to 0 afterwards."""
-    warmup_start_lr: float = setting(1e-5, at_least=0)
-    """Learning rate at step 0."""
-    batch_size: int = setting(8, at_least=1)
-    """Training rows per optimizer step."""
-    eval_batch_size: int = setting(16, at_least=1)
-    """Rows per forward pass when scoring."""
-    epochs: int = setting(1, at_least=1)
-    """Passes over the (sub-sampled) training rows."""
-    max_steps: int | None = setting(None, at_least=1)
-    """Stop after this many optimizer steps (None: epochs decide)."""
-    eval_every: int = setting(100, at_least=1)
-    """Validate every this many steps (the paper's 'epoch' of 50–100 steps)."""
-    patience: int = setting(20, at_least=0)
-    """Stop after this many validations without a better valid AUC."""
-    max_train_samples: int | None = setting(None, at_least=1)
-    """Train on at most this many rows (seeded; drawn as ``train_sample`` says); None = all."""
-    train_sample: str = setting("users", choices=("rows", "users"))
-    """How ``max_train_samples`` draws: 'users' (whole users, as validation and test are drawn) or 'rows'
-    (uniform rows, spanning nearly every user: 4,000 MovieLens-100K train rows = 612 users instead of 46)."""
-    max_eval_samples: int | None = setting(None, at_least=1)
-    """Validate on at most this many rows (whole users, seeded); None = all."""
-    valid_sample_seed: int | None = setting(None, at_least=0, at_most=SEED_MAX)
-    """Seed of the validation sample (None: the run's ``seed``). ``corarec benchmark`` sets its sample
-    seed here, so that runs trained with different seeds validate on the same rows."""
-    grad_clip: float = setting(1.0, at_least=0)
-    """Clip the gradient norm to this value (0 = off)."""
+    lr: float = setting(1e-3, above=0, doc="Peak learning rate of AdamW.")
+    weight_decay: float = setting(1e-3, at_least=0, doc="AdamW weight decay.")
+    betas: tuple[float, float] = setting((0.9, 0.999), at_least=0, below=1, doc="AdamW betas.")
+    warmup_steps: int = setting(200, at_least=0, doc="""
+        Linear warm-up steps (from ``warmup_start_lr`` to ``lr``); cosine decay to 0 afterwards.""")
+    warmup_start_lr: float = setting(1e-5, at_least=0, doc="Learning rate at step 0.")
+    batch_size: int = setting(8, at_least=1, doc="Training rows per optimizer step (the paper: 8–16).")
+    eval_batch_size: int = setting(16, at_least=1, doc="Rows per forward pass when scoring.")
+    epochs: int = setting(1, at_least=1, doc="""
+        Passes over the (sub-sampled) training rows (the paper's configs: up to 200, early stopping ends the run).""")
+    max_steps: int | None = setting(None, at_least=1, doc="Stop after this many optimizer steps (None: epochs decide).")
+    eval_every: int = setting(100, at_least=1, doc="""
+        Validate every this many steps (the paper's 'epoch' of 50–100 steps).""")
+    patience: int = setting(20, at_least=0, doc="Stop after this many validations without a better valid AUC.")
+    max_train_samples: int | None = setting(None, at_least=1, doc="""
+        Train on at most this many rows (seeded; drawn as ``train_sample`` says); None = all.""")
+    train_sample: str = setting("users", choices=("rows", "users"), doc="""
+        How ``max_train_samples`` draws: 'users' (whole users, as validation and test are drawn) or 'rows'
+        (uniform rows, spanning nearly every user: 4,000 MovieLens-100K train rows = 612 users instead of 46).""")
+    max_eval_samples: int | None = setting(None, at_least=1, doc="""
+        Validate on at most this many rows (whole users, seeded); None = all.""")
+    valid_sample_seed: int | None = setting(None, at_least=0, at_most=SEED_MAX, doc="""
+        Seed of the validation sample (None: the run's ``seed``). ``corarec benchmark`` sets its sample seed
+        here, so that runs trained with different seeds validate on the same rows.""")
+    grad_clip: float = setting(1.0, at_least=0, doc="Clip the gradient norm to this value (0 = off).")
 
 
 @dataclass
 class RunConfig(Settings):
     """Everything needed to rebuild a run (written to ``RUN/config.json``)."""
 
-    method: str
-    """cora, tallrec, collm or icl."""
-    data: str
-    """Prepared dataset directory."""
-    out: str
-    """Run directory."""
-    cf: str | None = None
-    """CF run directory (CoRA and CoLLM)."""
-    llm: str = setting("smollm2-135m", pattern=r".*\S.*", expected="a model name or directory")
-    """Hugging Face id, local directory, or the alias 'smollm2-135m' (bundled)."""
-    seed: int = setting(0, at_least=0, at_most=SEED_MAX)
-    """Seed for sampling, shuffling, initialisation and dropout."""
-    device: str = setting("auto", pattern=DEVICE_PATTERN, expected=DEVICE_NAMES)
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
-    bf16: bool = True
-    """bf16 autocast where the hardware supports it."""
-    init: str | None = None
-    """Run directory whose trained weights initialise this one (CoLLM stage 2 from TALLRec)."""
-    train: TrainConfig = setting(default_factory=TrainConfig)
-    """Training-loop settings."""
-    method_config: dict[str, Any] = setting(default_factory=dict)
-    """Settings of the method (fields of its config dataclass)."""
-    preset: str | None = None
-    """Preset the settings came from, if any."""
+    method: str = setting(doc="cora, tallrec, collm or icl.")
+    data: str = setting(doc="Prepared dataset directory.")
+    out: str = setting(doc="Run directory.")
+    cf: str | None = setting(None, doc="CF run directory (CoRA and CoLLM).")
+    llm: str = setting("smollm2-135m", pattern=r".*\S.*", expected="a model name or directory", doc="""
+        Hugging Face id, local directory, or the alias 'smollm2-135m' (bundled).""")
+    seed: int = setting(0, at_least=0, at_most=SEED_MAX, doc="""
+        Seed for sampling, shuffling, initialisation and dropout.""")
+    device: str = setting("auto", pattern=DEVICE_PATTERN, expected=DEVICE_NAMES, doc="""
+        'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.""")
+    bf16: bool = setting(True, doc="bf16 autocast where the hardware supports it.")
+    init: str | None = setting(None, doc="""
+        Run directory whose trained weights initialise this one (CoLLM stage 2 from TALLRec).""")
+    train: TrainConfig = setting(default_factory=TrainConfig, doc="Training-loop settings.")
+    method_config: dict[str, Any] = setting(default_factory=dict, doc="""
+        Settings of the method (fields of its config dataclass).""")
+    preset: str | None = setting(None, doc="Preset the settings came from, if any.")
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """Read a preset: a bundled name ('cpu', 'paper') or a path to a YAML file."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise CorarecError(f"{path}: preset file not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise CorarecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    else:
-        bundled = resources.files("corarec") / "configs" / f"{name}.yaml"
-        if not bundled.is_file():
-            names = sorted(p.name[:-5] for p in (resources.files("corarec") / "configs").iterdir() if p.name.endswith(".yaml"))
-            raise CorarecError(f"unknown preset '{name}' (bundled: {', '.join(names)}; or give a .yaml path)")
-        text = bundled.read_text()
-    try:
-        preset = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise CorarecError(f"preset {name}: malformed YAML ({e})") from None
-    if not isinstance(preset, dict):
-        raise CorarecError(f"preset {name}: expected a mapping of sections (run, train, <method>)")
-    return preset
+def resolve_config(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
+                   llm: str | None = None, preset: str | None = None, init: str | Path | None = None,
+                   seed: int | None = None, device: str | None = None, bf16: bool | None = None,
+                   **settings: Any) -> RunConfig:
+    """Combine defaults, a preset and explicit settings into a validated :class:`RunConfig` (the
+    arguments of :func:`corarec.training.loop.train`; ``settings`` by flat name, None = not given)."""
+    from corarec.methods import method_classes
+
+    if not data:
+        raise CorarecError("--data is required (a directory written by `corarec prepare`)")
+    config_cls, _ = method_classes(method)
+    where = f"preset {preset}"
+    sections = load_preset(preset) if preset else {}
+    run_section = mapping(sections.get("run"), where, "run")
+    method_values = mapping(sections.get(method), where, method)
+    method_train = method_values.pop("train", None) or {}  # the method's own training overrides
+    if not isinstance(method_train, dict):
+        raise CorarecError(f"{where} {method}.train: expected a mapping of training settings")
+    train_given, method_given = _split_settings(method, config_cls, _given(settings))
+    train_cfg = apply_fields(TrainConfig(), sections.get("train") or {}, f"{where} train")
+    train_cfg = apply_fields(train_cfg, method_train, f"{where} {method}.train")
+    train_cfg = apply_fields(train_cfg, train_given, "training settings")
+    method_values = _merged(method_values, nest(config_cls, method_given, f"{method} settings"))
+    method_cfg = apply_fields(config_cls(), method_values, f"{method} settings")  # validates names
+    # absolute paths: the run can be resumed, evaluated and served from any working directory
+    config = RunConfig(method=method, data=_absolute(data), out=_absolute(out), cf=_absolute(cf) if cf else None,
+                       init=_absolute(init) if init else None, train=train_cfg, method_config=to_dict(method_cfg),
+                       preset=preset)
+    config = apply_fields(config, run_section, f"{where} run")
+    return apply_fields(config, _given({"llm": llm, "seed": seed, "device": device, "bf16": bf16}), "run settings")
+
+
+def _split_settings(method: str, config_cls: type, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Explicit settings as (the training loop's, the method's); a name that is neither is an error
+    that says which method has it, if any."""
+    from corarec.methods import REGISTRY, method_classes
+
+    loop, own = flat_fields(TrainConfig), flat_fields(config_cls)
+    unknown = sorted(set(given) - set(loop) - set(own))
+    if unknown:
+        owners = {name: [m for m in REGISTRY if name in flat_fields(method_classes(m)[0])] for name in unknown}
+        described = [f"{name} (a setting of {', '.join(owners[name])})" if owners[name] else name for name in unknown]
+        raise CorarecError(f"{method} settings: unknown setting(s) {', '.join(described)}; {method} has "
+                           f"{', '.join(own)}, and every method {', '.join(loop)}")
+    return ({k: v for k, v in given.items() if k in loop}, {k: v for k, v in given.items() if k in own})
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` laid over it, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def apply_fields(obj: Any, values: dict[str, Any], where: str) -> Any:
@@ -138,8 +162,8 @@ def run_config_from_dict(data: Any, where: str = "config.json") -> RunConfig:
     from corarec.methods import method_classes
 
     values = mapping(data, where, "config")
-    train = config_from_dict(TrainConfig, values.pop("train", None), where, "train.")
-    config = config_from_dict(RunConfig, {**values, "train": train}, where)
+    values["train"] = mapping(values.get("train"), where, "train")  # absent: the defaults
+    config = config_from_dict(RunConfig, values, where)
     try:
         method_cls, _ = method_classes(config.method)
     except CorarecError as e:

@@ -13,7 +13,6 @@ directory at a time: :func:`corarec.utils.outdir.run_lock` holds ``<out>/.lock``
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from corarec.training.config import RunConfig, TrainConfig, apply_fields, load_preset, to_dict
-from corarec.utils.settings import mapping
-from corarec.data.batches import subsample_rows, subsample_users
+from corarec.training.config import RunConfig, TrainConfig, resolve_config
+from corarec.utils.seeding import seed_everything
+from corarec.data.sampling import subsample_rows, subsample_users
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import report, score_rows
 from corarec.utils.io import atomic_dir, load_tensors, read_json, recover_dir, save_tensors, write_json
-from corarec.methods import method_classes
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 
@@ -56,14 +54,16 @@ class TrainState:
 
 def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
           llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
-          seed: int | None = None, device: str | None = None, bf16: bool | None = None,
-          method_settings: dict[str, Any] | None = None, train_settings: dict[str, Any] | None = None) -> dict:
-    """Train an LLM method and write its run directory; returns the run's metrics.
+          seed: int | None = None, device: str | None = None, bf16: bool | None = None, **settings: Any) -> dict:
+    """Train an LLM method and write its run directory; returns the run's metrics. The arguments are
+    the options of ``corarec train``.
 
-    Settings resolve as: the paper's defaults < ``preset`` (bundled 'cpu'/'paper' or a YAML path)
-    < ``method_settings`` / ``train_settings`` (None values are ignored). With ``resume`` the run in
-    ``out`` continues from its last checkpoint with the settings saved in its ``config.json``, and
-    writes to ``out`` wherever the run was first trained. A new run needs an absent or empty ``out``.
+    ``settings`` are the fields of :class:`~corarec.training.config.TrainConfig` and of the method's
+    config by flat name (``lr=1e-4``, ``rank=8``, ``generator_depth=2``: :mod:`corarec.utils.options`);
+    None means not given. Settings resolve as: the paper's defaults < ``preset`` (bundled
+    'cpu'/'paper' or a YAML path) < ``settings`` (:func:`~corarec.training.config.resolve_config`).
+    With ``resume`` the run in ``out`` continues from its last checkpoint with the settings saved in
+    its ``config.json``, and writes to ``out`` wherever the run was first trained. A new run needs an absent or empty ``out``.
     While training, ``out`` is locked: a second ``train`` into it stops with an error.
     """
     out = Path(out)
@@ -73,8 +73,7 @@ def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf:
             config = read_run_config(out)  # read again under the lock: what the last writer left
             config.out = str(out.resolve())
             return fit(config, resume=True)
-    config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16,
-                            method_settings or {}, train_settings or {})
+    config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16, **settings)
     with run_lock(out):  # checked under the lock, so two processes cannot both find it free
         if (out / CONFIG).exists():
             raise CorarecError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -83,32 +82,6 @@ def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf:
             raise CorarecError(f"{out}: is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
                                "and holds no run; choose a new or empty --out")
         return fit(config)
-
-
-def resolve_config(method: str, data, out, cf, llm, preset, init, seed, device, bf16,
-                   method_settings: dict[str, Any], train_settings: dict[str, Any]) -> RunConfig:
-    """Combine defaults, a preset and explicit settings into a validated :class:`RunConfig`."""
-    if not data:
-        raise CorarecError("--data is required (a directory written by `corarec prepare`)")
-    config_cls, _ = method_classes(method)
-    sections = load_preset(preset) if preset else {}
-    run_section = mapping(sections.get("run"), f"preset {preset}", "run")
-    explicit = _given({"llm": llm, "seed": seed, "device": device, "bf16": bf16})
-    method_values = mapping(sections.get(method), f"preset {preset}", method)
-    method_train = method_values.pop("train", None) or {}  # the method's own training overrides
-    if not isinstance(method_train, dict):
-        raise CorarecError(f"preset {preset} {method}.train: expected a mapping of training settings")
-    train_cfg = apply_fields(TrainConfig(), sections.get("train") or {}, f"preset {preset} train")
-    train_cfg = apply_fields(train_cfg, method_train, f"preset {preset} {method}.train")
-    train_cfg = apply_fields(train_cfg, _given(train_settings), "training settings")
-    method_values.update(_given(method_settings))
-    method_cfg = apply_fields(config_cls(), method_values, f"{method} settings")  # validates names
-    # absolute paths: the run can be resumed, evaluated and served from any working directory
-    config = RunConfig(method=method, data=_absolute(data), out=_absolute(out), cf=_absolute(cf) if cf else None,
-                       init=_absolute(init) if init else None, train=train_cfg, method_config=to_dict(method_cfg),
-                       preset=preset)
-    config = apply_fields(config, run_section, f"preset {preset} run")
-    return apply_fields(config, explicit, "run settings")
 
 
 def fit(config: RunConfig, resume: bool = False) -> dict:
@@ -293,20 +266,6 @@ def load_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer
         moments.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": moments, "param_groups": optimizer.state_dict()["param_groups"]})
     return TrainState(**read_json(path / "state.json"))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _absolute(path: str | Path) -> str:
-    return str(Path(path).resolve())
-
-
-def _given(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _last_auc(state: TrainState) -> str:

@@ -3,7 +3,7 @@
 Both run kinds (LLM runs of ``corarec train`` and CF runs of ``corarec train-cf``) write, beside
 their settings::
 
-    "format": 2,                                   the layout of the run directory
+    "format": 3,                                   the layout of the run directory
     "versions": {"corarec": "0.1.0", "torch": ..., "transformers": ..., "peft": ..., "python": ...}
 
 ``versions`` are those of the process that last wrote ``config.json`` (a ``--resume`` rewrites it).
@@ -11,6 +11,9 @@ Reading goes through :func:`check_and_migrate`: a newer format is refused with o
 corarec), an older one is brought up to :data:`RUN_FORMAT` in memory by the chain in
 :data:`MIGRATIONS` (the file itself is left as it is). ``config.json`` without ``format`` is format 1,
 as written by corarec before formats were recorded.
+
+Formats: 1 (no ``format`` key) → 2 (``format`` and ``versions`` recorded) → 3 (CoRA's generator
+settings nested in ``method_config.generator``; a CF run's ``layers`` named ``num_layers``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Callable
 
 from corarec.errors import CorarecError
 
-RUN_FORMAT = 2
+RUN_FORMAT = 3
 """The format this corarec writes, and the newest it reads."""
 FORMAT_KEY = "format"
 VERSIONS_KEY = "versions"
@@ -93,5 +96,26 @@ def _from_format_1(config: dict[str, Any]) -> dict[str, Any]:
     return {FORMAT_KEY: 2, VERSIONS_KEY: {name: None for name in LIBRARIES}, **settings_of(config)}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1}
+GENERATOR_FIELDS_2 = ("queries", "depth", "heads", "width", "ffn_mult", "dropout", "input_norm", "interaction")
+"""The generator settings a format-2 CoRA ``method_config`` held at its top level."""
+
+
+def _from_format_2(config: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 → 3: CoRA's generator settings move into ``method_config.generator`` (with
+    ``query_init_std``, then fixed at 0.02); a CF run's ``layers`` (LightGCN layers / SASRec blocks)
+    is renamed ``num_layers``. Values are unchanged."""
+    settings = settings_of(config)
+    if settings.get("type") == "cf":
+        settings = {("num_layers" if k == "layers" else k): v for k, v in settings.items()}
+    elif settings.get("method") == "cora" and isinstance(settings.get("method_config"), dict):
+        flat = settings["method_config"]
+        nested = {k: v for k, v in flat.items() if k not in GENERATOR_FIELDS_2}
+        generator = {k: flat[k] for k in GENERATOR_FIELDS_2 if k in flat}
+        if generator:  # the queries' initial spread was no setting yet: format-2 runs had 0.02
+            nested["generator"] = {**generator, "query_init_std": 0.02}
+        settings = {**settings, "method_config": nested}
+    return {FORMAT_KEY: 3, VERSIONS_KEY: config.get(VERSIONS_KEY), **settings}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1, 2: _from_format_2}
 """``MIGRATIONS[n]`` turns a format-``n`` config into a format-``n + 1`` one."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from corarec.training.config import RunConfig, apply_fields, run_config_from_dict, to_dict
-from corarec.data.batches import PromptBatcher
+from corarec.methods.batches import PromptBatcher
 from corarec.data.schema import Dataset, read_dataset
 from corarec.utils.device import resolve_device
 from corarec.errors import CorarecError
@@ -59,18 +59,25 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
     method_cfg = apply_fields(config_cls(), config.method_config, f"{config.method} settings")
     llm = load_llm(config.llm, device=str(device), autocast=config.bf16)
     torch.manual_seed(config.seed)
+    cf = None
     if uses_cf(config.method):
         if not config.cf:
             raise CorarecError(f"method '{config.method}' needs a CF run: pass --cf RUN (from `corarec train-cf`)")
         from corarec.cf import load_cf
 
         cf = load_cf(config.cf, dataset)
-        method = method_cls(method_cfg, llm=llm, cf=cf)
-    else:
-        method = method_cls(method_cfg, llm=llm)
+    method = method_cls(method_cfg, llm, cf)
     method.to(device)
-    batcher = PromptBatcher(dataset, llm.tokenizer, template=method.template)
+    batcher = prompt_batcher(dataset, llm, method)
     return LoadedRun(config=config, method=method, dataset=dataset, batcher=batcher, llm=llm, device=device)
+
+
+def prompt_batcher(dataset: Dataset, llm: "LLM", method: Method) -> PromptBatcher:
+    """The batcher of ``method``'s prompts; the CF history it builds is as long as the method's CF
+    model reads (its ``max_len``), so the LLM path gives the CF model what it was trained on."""
+    if method.cf is None:
+        return PromptBatcher(dataset, llm.tokenizer, template=method.template)
+    return PromptBatcher(dataset, llm.tokenizer, template=method.template, cf_history_len=method.cf.max_len)
 
 
 def is_finished(run: str | Path) -> bool:

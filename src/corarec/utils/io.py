@@ -1,4 +1,5 @@
-"""Atomic writes: every artefact is written to a temporary sibling, then renamed into place.
+"""Atomic writes: every artefact (JSON, tensors, tables, directories) is written to a temporary sibling, then
+renamed into place.
 
 An interrupted run therefore never leaves a half-written file or directory behind. What a kill can
 leave is only hidden siblings, and both are dealt with on the next read or write of the same path:
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -222,6 +224,22 @@ def read_json(path: str | Path) -> Any:
         raise CorarecError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
     except UnicodeDecodeError as e:
         raise CorarecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); JSON files must be UTF-8") from None
+
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+"""The table files :func:`write_table` writes."""
+
+
+def write_table(path: str | Path, table: pd.DataFrame) -> None:
+    """Write ``table`` without its index to a ``.csv`` or ``.parquet`` file (by the suffix), atomically."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise CorarecError(f"{path}: a table is written as a .csv or .parquet file")
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -6,8 +6,13 @@ declares what a field accepts beyond its type next to the field::
 
     @dataclass
     class TrainConfig(Settings):
-        batch_size: int = setting(8, at_least=1)
-        train_sample: str = setting("users", choices=("rows", "users"))
+        batch_size: int = setting(8, at_least=1, doc="Training rows per optimizer step.")
+        train_sample: str = setting("users", choices=("rows", "users"), doc="How ...")
+
+The ``doc`` is the setting's one description: the command-line help of its option is generated from
+it (:mod:`corarec.utils.options`). A field whose type is itself a config dataclass nests (CoRA's
+``generator``): in a mapping it is a sub-mapping, as a keyword argument or option its fields are
+flattened (``generator_depth``, ``--generator-depth``; :func:`corarec.utils.options.flat_fields`).
 
 Construction validates every field against its annotation (``int``, ``float``, ``str``, ``bool``,
 ``X | None``, ``tuple[float, float]``, ``dict[...]``, a nested config) and its rule, and normalises
@@ -35,6 +40,10 @@ from corarec.errors import CorarecError
 T = TypeVar("T")
 RULE = "corarec.rule"
 """Key of a field's metadata that holds its :class:`Rule`."""
+DOC = "corarec.doc"
+"""Key of a field's metadata that holds its description."""
+SEED_MAX = 2**32 - 1
+"""Largest seed NumPy's global generator accepts (seeds are 0..SEED_MAX)."""
 
 
 class SettingError(CorarecError):
@@ -84,10 +93,22 @@ class Rule:
         return f"must be at most {_num(high)}" if self.at_most is not None else f"must be less than {_num(high)}"
 
 
-def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **rule: Any) -> Any:
-    """A dataclass field with a :class:`Rule` (keywords: at_least, above, at_most, below, choices,
-    pattern, expected); with neither default the setting is required."""
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={RULE: Rule(**rule)})
+def setting(default: Any = MISSING, *, doc: str = "", default_factory: Any = MISSING, **rule: Any) -> Any:
+    """A dataclass field with its description ``doc`` and a :class:`Rule` (keywords: at_least, above,
+    at_most, below, choices, pattern, expected); with neither default the setting is required."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={RULE: Rule(**rule), DOC: " ".join(doc.split())})
+
+
+def doc_of(f: dataclasses.Field) -> str:
+    """The description a field was declared with (empty when none)."""
+    return f.metadata.get(DOC, "")
+
+
+def nested_class(cls: type, name: str) -> type | None:
+    """The config class of field ``name`` when that field nests one (CoRA's ``generator``), else None."""
+    hint = _hints(cls)[name]
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
 class Settings:
@@ -124,6 +145,10 @@ def config_from_dict(cls: type[T], data: Any, where: str, prefix: str = "") -> T
     missing keys, wrong types and out-of-range values are one-line errors naming both."""
     values = mapping(data, where, prefix.rstrip(".") or "settings")
     fields = dataclasses.fields(cls)
+    for f in fields:  # a nested config given as a mapping: built (and checked) the same way
+        inner = nested_class(cls, f.name)
+        if inner is not None and isinstance(values.get(f.name), dict):
+            values[f.name] = config_from_dict(inner, values[f.name], where, f"{prefix}{f.name}.")
     unknown = sorted(set(values) - {f.name for f in fields})
     if unknown:
         raise CorarecError(f"{where}: unknown setting(s) {', '.join(prefix + str(u) for u in unknown)}; "
@@ -140,19 +165,26 @@ def config_from_dict(cls: type[T], data: Any, where: str, prefix: str = "") -> T
     return config
 
 
-def apply_settings(obj: T, values: Any, where: str) -> T:
-    """A copy of config ``obj`` with ``values`` (a mapping) set, validated; unknown names are an error."""
-    values = mapping(values, where, "settings")
+def apply_settings(obj: T, values: Any, where: str, prefix: str = "") -> T:
+    """A copy of config ``obj`` with ``values`` (a mapping) set, validated; unknown names are an error.
+
+    A nested config given as a mapping is updated field by field (``{"generator": {"depth": 2}}``
+    changes the depth only); ``prefix`` names the nesting in errors (``generator.``)."""
+    values = mapping(values, where, prefix.rstrip(".") or "settings")
     names = {f.name for f in dataclasses.fields(obj)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise CorarecError(f"{where}: unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(names))}")
+        raise CorarecError(f"{where}: unknown setting(s) {', '.join(prefix + str(u) for u in unknown)}; "
+                           f"known: {', '.join(sorted(names))}")
+    for name, value in values.items():
+        if nested_class(type(obj), name) is not None and isinstance(value, dict):
+            values[name] = apply_settings(getattr(obj, name), value, where, f"{prefix}{name}.")
     try:
         config = dataclasses.replace(obj, **values)
         if not isinstance(config, Settings):
             validate(config)
     except SettingError as e:
-        raise CorarecError(f"{where}: {e}") from None
+        raise CorarecError(f"{where}: {prefix}{e}") from None
     return config
 
 
@@ -230,6 +262,8 @@ def _describe(hint: Any) -> str:
         return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
     if origin is dict or hint is dict:
         return "a mapping"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"a mapping of {hint.__name__} settings"
     names = {int: "an integer", float: "a finite number", str: "text", bool: "true or false"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 

@@ -24,37 +24,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from corarec.errors import CorarecError
+from corarec.utils.settings import Settings, setting
 
 
 @dataclass
-class GeneratorConfig:
-    """Sizes of the collaborative weights generator (defaults: the paper's)."""
+class GeneratorConfig(Settings):
+    """Sizes of the collaborative weights generator (defaults: the paper's); CoRA's ``generator`` setting.
+    The rank ``r`` of ``A_b`` is not here: it is CoRA's ``rank``, shared with the injector."""
 
-    queries: int = 4
-    """``k``: number of learnable query vectors."""
-    depth: int = 8
-    """``N``: number of decoder blocks (self-attention, cross-attention, feed-forward)."""
-    heads: int = 8
-    """Attention heads per block (must divide ``width``)."""
-    width: int | None = None
-    """``h``: the blocks' width; ``None`` means 2 × the CF dimension ``c`` (the paper: 512 for c = 256)."""
-    ffn_mult: int = 4
-    """Feed-forward inner size as a multiple of ``width`` (BERT: 4)."""
-    dropout: float = 0.1
-    """Dropout on attention weights and on every residual branch (BERT: 0.1)."""
-    rank: int = 16
-    """``r``: rank of the generated factor ``A_b`` ``[d, r]``."""
-    input_norm: bool = True
-    """LayerNorm on the input token ``x`` (CF embeddings come at any scale; BLIP-2 normalises its
-    encoder features the same way before the Q-Former)."""
-    interaction: bool = False
-    """Append the element-wise product ``e_u ⊙ e_i`` to the input token (beyond the paper). A
-    dot-product CF model's logit is then a *linear* function of the input (the sum of the product,
-    biases included); from ``concat(e_u, e_i)`` alone the generator has to learn that bilinear form
-    itself, which a few thousand training rows on a CPU do not teach it."""
-    query_init_std: float = 0.02
-    """Standard deviation of the queries' normal initialisation."""
-
+    queries: int = setting(4, at_least=1, doc="k: number of learnable query vectors.")
+    depth: int = setting(8, at_least=0, doc="""
+        N: number of decoder blocks (self-attention, cross-attention, feed-forward).""")
+    heads: int = setting(8, at_least=1, doc="Attention heads per block (must divide the width).")
+    width: int | None = setting(None, at_least=1, doc="""
+        h: the blocks' width; none = 2 × the CF dimension c (the paper: 512 for c = 256).""")
+    ffn_mult: int = setting(4, at_least=1, doc="Feed-forward inner size as a multiple of the width (BERT: 4).")
+    dropout: float = setting(0.1, at_least=0, below=1, doc="""
+        Dropout on attention weights and on every residual branch (BERT: 0.1).""")
+    input_norm: bool = setting(True, doc="""
+        LayerNorm on the input token x (CF embeddings come at any scale; BLIP-2 normalises its encoder features
+        the same way before the Q-Former).""")
+    interaction: bool = setting(False, doc="""
+        Append the element-wise product ``e_u ⊙ e_i`` to the input token (beyond the paper). A dot-product CF
+        model's logit is then a *linear* function of the input (the sum of the product, biases included); from
+        ``concat(e_u, e_i)`` alone the generator has to learn that bilinear form itself, which a few thousand
+        training rows on a CPU do not teach it.""")
+    query_init_std: float = setting(0.02, at_least=0, doc="Standard deviation of the queries' normal initialisation.")
 
 class GeneratorBlock(nn.Module):
     """One post-LN BERT-style decoder block: self-attention, cross-attention, feed-forward."""
@@ -80,13 +75,14 @@ class GeneratorBlock(nn.Module):
 class CollaborativeWeightsGenerator(nn.Module):
     """Maps CF embeddings ``e_u, e_i [B, c']`` to the per-sample factor ``A [B, d, r]``.
 
-    ``cf_dim`` is the CF model's dimension ``c`` (it sets the default width), ``embed_dim`` the size
-    ``c'`` of the vectors it hands over (``c`` plus its bias coordinates; ``None`` = ``c``).
+    ``rank`` is ``r``, ``cf_dim`` the CF model's dimension ``c`` (it sets the default width),
+    ``embed_dim`` the size ``c'`` of the vectors it hands over (``c`` plus its bias coordinates;
+    ``None`` = ``c``).
     """
 
-    def __init__(self, cfg: GeneratorConfig, cf_dim: int, d_model: int, embed_dim: int | None = None):
+    def __init__(self, cfg: GeneratorConfig, rank: int, cf_dim: int, d_model: int, embed_dim: int | None = None):
         super().__init__()
-        self.cfg, self.cf_dim, self.d_model = cfg, cf_dim, d_model
+        self.cfg, self.rank, self.cf_dim, self.d_model = cfg, rank, cf_dim, d_model
         self.embed_dim = embed_dim or cf_dim
         width = cfg.width or 2 * cf_dim
         if width % cfg.heads:
@@ -98,7 +94,7 @@ class CollaborativeWeightsGenerator(nn.Module):
         self.blocks = nn.ModuleList(
             GeneratorBlock(width, cfg.heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.depth)
         )
-        self.out = nn.Linear(width, d_model * cfg.rank)
+        self.out = nn.Linear(width, d_model * rank)
 
     def forward(self, e_u: torch.Tensor, e_i: torch.Tensor) -> torch.Tensor:
         B = e_u.shape[0]
@@ -110,4 +106,4 @@ class CollaborativeWeightsGenerator(nn.Module):
             q = block(q, x)  # [B, k, h]
         a = self.out(q.mean(dim=1))  # [B, d·r]
         a = F.normalize(a, dim=-1)  # unit L2 norm over the whole d·r vector
-        return a.view(B, self.d_model, self.cfg.rank)  # [B, d, r]
+        return a.view(B, self.d_model, self.rank)  # [B, d, r]

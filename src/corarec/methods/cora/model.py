@@ -7,25 +7,24 @@
     score    = logits[Yes]  (or Yes − No)                                     [B]
 
 Only the generator and the injector's ``P`` (and input factors) are parameters of this module; the
-LLM and the CF model are held, not registered, so ``state_dict``/``parameters``/``train()`` never
-touch them. With ``cache_prefix`` the hidden states entering the lowest injected layer come from a
-:class:`~corarec.llm.prefix_cache.PrefixCache` (exact, faster when injecting into the top layers only).
+LLM and the CF model are held, not registered (:meth:`~corarec.methods.base.Method.hold`), so
+``state_dict``/``parameters``/``train()`` never touch them. With ``cache_prefix`` the hidden states
+entering the lowest injected layer come from a :class:`~corarec.llm.prefix_cache.PrefixCache`
+(exact, faster when injecting into the top layers only).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 
 from corarec.cf.base import CFBatch, CFModel
-from corarec.data.prompts import template_id
-from corarec.llm.model import LLM, SCORE_MODES, answer_logits, answer_score
+from corarec.llm.model import LLM, answer_logits
 from corarec.methods.base import Method
+from corarec.methods.fields import alpha_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
 from corarec.methods.cora.generator import CollaborativeWeightsGenerator, GeneratorConfig
 from corarec.methods.cora.injection import CollaborativeInjector
-from corarec.llm.prefix_cache import PrefixCache, start_at_layer
 from corarec.utils.settings import Settings, setting
 
 
@@ -33,47 +32,19 @@ from corarec.utils.settings import Settings, setting
 class CoRAConfig(Settings):
     """CoRA's settings (defaults: the paper's CoRA-MF); checked by type and the rule beside each field."""
 
-    rank: int = setting(16, at_least=1)
-    """``r``: rank of the per-sample weight increments."""
-    alpha: float = 32.0
-    """Scale numerator: increments are multiplied by ``alpha / rank``."""
-    targets: str = "q,k,v,o"
-    """Target modules, comma-separated: q,k,v,o (attention), gate,up,down (FFN), or full module-name suffixes."""
-    layers: str = "all"
-    """Injected layers: ``all``, ``top:N`` (the last N) or an explicit list ``0,1,5``."""
-    queries: int = setting(4, at_least=1)
-    """``k``: learnable queries of the generator."""
-    depth: int = setting(8, at_least=0)
-    """``N``: generator blocks."""
-    heads: int = setting(8, at_least=1)
-    """Attention heads per generator block."""
-    width: int | None = setting(None, at_least=1)
-    """Generator width; ``None`` = 2 × the CF dimension."""
-    ffn_mult: int = setting(4, at_least=1)
-    """Generator feed-forward size as a multiple of its width."""
-    dropout: float = setting(0.1, at_least=0, below=1)
-    """Generator dropout."""
-    input_norm: bool = True
-    """LayerNorm on the generator's input token concat(e_u, e_i)."""
-    interaction: bool = False
-    """Append ``e_u ⊙ e_i`` to the generator's input token (beyond the paper; see ``GeneratorConfig``)."""
-    score_mode: str = setting("yes", choices=SCORE_MODES)
-    """Row score: ``yes`` (logit of " Yes", the paper) or ``yes_minus_no``."""
-    fold_in_fraction: float = setting(0.0, at_least=0, at_most=1)
-    """Fraction of training rows whose user embedding is replaced by the CF model's fold-in
-    (cold-start) embedding, so the generator also learns from the kind test-time cold users get."""
-    cache_prefix: bool = False
-    """Cache the hidden states entering the lowest injected layer on disk and run only the layers
-    above it (worth it with ``layers=top:N``; exact up to the storage dtype)."""
-    prefix_cache_dir: str | None = None
-    """Where the prefix cache lives; ``None`` = ``<corarec cache dir>/prefix``."""
-
-    def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(
-            queries=self.queries, depth=self.depth, heads=self.heads, width=self.width,
-            ffn_mult=self.ffn_mult, dropout=self.dropout, rank=self.rank, input_norm=self.input_norm,
-            interaction=self.interaction,
-        )
+    rank: int = rank_field(16)
+    alpha: float = alpha_field(32.0)
+    targets: str = targets_field("q,k,v,o")
+    layers: str = layers_field()
+    generator: GeneratorConfig = setting(default_factory=GeneratorConfig, doc="""
+        Sizes of the collaborative weights generator (:class:`~corarec.methods.cora.generator.GeneratorConfig`);
+        its rank is ``rank``.""")
+    score_mode: str = score_mode_field()
+    fold_in_fraction: float = setting(0.0, at_least=0, at_most=1, doc="""
+        Share of training rows whose user embedding is the CF model's fold-in (cold-start) embedding, so that
+        training also sees the kind of embedding test-time cold users get.""")
+    cache_prefix: bool = cache_prefix_field()
+    prefix_cache_dir: str | None = prefix_cache_dir_field()
 
 
 class CoRA(Method):
@@ -83,21 +54,14 @@ class CoRA(Method):
     template = "tallrec"
     uses_cf = True
 
-    def __init__(self, cfg: CoRAConfig, llm: LLM, cf: CFModel):
-        super().__init__()
-        self.cfg = cfg
-        self.__dict__["llm"] = llm  # held, not registered: frozen, never saved, never put in train mode
-        self.__dict__["cf"] = cf.to(llm.device).eval().requires_grad_(False)
+    def __init__(self, cfg: CoRAConfig, llm: LLM, cf: CFModel | None = None):
+        super().__init__(cfg, llm, cf)  # holds the frozen LLM and CF model (not registered)
         self.generator = CollaborativeWeightsGenerator(
-            cfg.generator_config(), cf.dim, llm.hidden_size, embed_dim=cf.embed_dim
+            cfg.generator, cfg.rank, cf.dim, llm.hidden_size, embed_dim=cf.embed_dim
         )
         self.injector = CollaborativeInjector(llm.model, llm.hidden_size, cfg.rank, cfg.alpha, cfg.targets, cfg.layers)
         self.to(llm.device)
-        self.prefix_cache: PrefixCache | None = None
-        if cfg.cache_prefix:
-            self.prefix_cache = PrefixCache(
-                llm, self.injector.first_layer, template_id(self.template), root=cfg.prefix_cache_dir
-            )
+        self.init_prefix_cache(self.injector.first_layer)
 
     def factors(self, cf_batch: CFBatch, fold_in: torch.Tensor | None = None, deterministic: bool = False) -> torch.Tensor:
         """The per-sample factors ``A [B, d, r]`` (generator in fp32; ``deterministic``: without dropout)."""
@@ -126,24 +90,15 @@ class CoRA(Method):
         ``prefix_hidden [B, T, d]``: cached hidden states entering the lowest injected layer.
         """
         A = self.factors(cf_batch, fold_in)  # [B, d, r]
-        skip = (
-            start_at_layer(self.llm, self.injector.first_layer, prefix_hidden)
-            if prefix_hidden is not None
-            else contextlib.nullcontext()
-        )
-        with skip, self.injector.use(A):
+        with self.start_at_prefix(prefix_hidden), self.injector.use(A):
             logits = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
-        return answer_score(logits, self.llm.yes_id, self.llm.no_id, self.cfg.score_mode)  # [B]
+        return self.answer(logits)  # [B]
 
     def score(self, batch) -> torch.Tensor:
-        """Scores ``[B]`` of a :class:`~corarec.data.batches.Batch` (the training/evaluation entry point).
+        """Scores ``[B]`` of a :class:`~corarec.methods.batches.Batch` (the training/evaluation entry point).
 
         In training mode a random ``fold_in_fraction`` of rows uses the fold-in user embedding.
         """
-        fold_in = None
-        if self.training and self.cfg.fold_in_fraction > 0:
-            fold_in = torch.rand(len(batch), device=batch.input_ids.device) < self.cfg.fold_in_fraction  # [B]
-        prefix_hidden = None
-        if self.prefix_cache is not None:
-            prefix_hidden = self.prefix_cache.hidden_states(batch.input_ids, batch.attention_mask)  # [B, T, d]
-        return self.forward(batch.input_ids, batch.attention_mask, batch.cf, fold_in=fold_in, prefix_hidden=prefix_hidden)
+        fold_in = self.fold_in_rows(batch, self.cfg.fold_in_fraction)  # [B] or None
+        return self.forward(batch.input_ids, batch.attention_mask, batch.cf, fold_in=fold_in,
+                            prefix_hidden=self.prefix_hidden(batch))

@@ -1,7 +1,12 @@
 """Batches for the LLM methods: rows of a split → tokenised prompts + CF inputs + labels.
 
 Every LLM method reads the same :class:`Batch`; a method takes what it needs (the prompt tokens,
-the CF ids and history, or both).
+the CF ids and history, or both). The batcher sits with the methods, above both ``data`` (the rows,
+the prompts) and ``cf`` (the CF inputs), so that ``data`` never depends on ``cf``.
+
+The CF history is cut to ``cf_history_len`` items — for a method that reads a CF model, that
+model's own ``max_len`` (:func:`corarec.training.runs.build_run` passes it), so the LLM path
+hands the CF model the same history the CF model was trained on.
 """
 
 from __future__ import annotations
@@ -81,40 +86,3 @@ class PromptBatcher:
             labels=torch.tensor(labels, dtype=torch.float32),
             prompts=prompts,
         )
-
-
-def subsample_rows(rows: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """Deterministically keep ``max_rows`` rows drawn uniformly (seeded), in their original order.
-
-    For training: a row sample spans (nearly) every user, where a whole-user sample of the same size
-    covers a few dozen (4,000 MovieLens-100K train rows = 46 of 647 users), too few for a model that
-    reads user embeddings to generalise to new ones.
-    """
-    if max_rows is None or len(rows) <= max_rows:
-        return rows
-    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False))
-    return rows.iloc[keep]
-
-
-def subsample_users(rows: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """Deterministically keep whole users (in a seeded random order) until ``max_rows`` is reached.
-
-    Keeping whole users keeps UAUC meaningful. The result never exceeds ``max_rows`` unless a
-    single user has more rows than that (then that user alone is kept).
-    """
-    if max_rows is None or len(rows) <= max_rows:
-        return rows
-    users = rows["user_id"].unique()
-    order = np.random.default_rng(seed).permutation(len(users))
-    counts = rows.groupby("user_id").size()
-    chosen, total = [], 0
-    for index in order:
-        user = users[index]
-        n = int(counts[user])
-        if total + n > max_rows and chosen:
-            continue
-        chosen.append(user)
-        total += n
-        if total >= max_rows:
-            break
-    return rows[rows["user_id"].isin(set(chosen))]
