@@ -35,6 +35,8 @@ class Entry:
     """CF model the method reads (for a ``cf`` entry: the model itself)."""
     init: str | None = None
     """Entry whose run initialises this one (CoLLM ← TALLRec)."""
+    anchor: str = "none"
+    """The method's ``anchor`` setting: ``cf`` for the CF-anchored entries (``<method>-anchored-<cf>``)."""
 
     @property
     def per_seed(self) -> bool:
@@ -59,7 +61,14 @@ def parse_entry(name: str) -> Entry:
         method, cf = match[1], match[2]
         label = ("CoRA-" if method == "cora" else "CoLLM-") + CF_LABELS[cf]
         return Entry(key, label, "llm", method=method, cf=cf, init="tallrec" if method == "collm" else None)
-    known = ", ".join([*REFERENCES, *CF_MODELS, "icl", "tallrec", "collm-<cf>", "cora-<cf>"])
+    match = re.fullmatch(r"(cora|tallrec)-anchored-(\w+)", key)
+    if match and match[2] in CF_MODELS:  # beyond the paper: the CF-anchored score (anchor = "cf")
+        method, cf = match[1], match[2]
+        label = (f"CoRA-{CF_LABELS[cf]} (anchored, beyond the paper)" if method == "cora"
+                 else f"TALLRec + {CF_LABELS[cf]} anchor (fusion baseline)")
+        return Entry(key, label, "llm", method=method, cf=cf, anchor="cf")
+    known = ", ".join([*REFERENCES, *CF_MODELS, "icl", "tallrec", "collm-<cf>", "cora-<cf>", "cora-anchored-<cf>",
+                       "tallrec-anchored-<cf>"])
     raise CorarecError(f"--methods: unknown method '{name}' (known: {known}; <cf> is one of {', '.join(CF_MODELS)})")
 
 

@@ -131,6 +131,8 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
             # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
             "cf_weights": file_digest(cf / "model.safetensors") if cf else None,
             "init_weights": file_digest(init / "model.safetensors") if init else None}
+    anchor = {"anchor": entry.anchor} if entry.anchor != "none" else {}  # the paper's entries: specs as before
+    spec.update(anchor)
     cached = cached_result(run, spec, bench.rows, bench.test, bench.retrain_stale)
     if cached is not None:
         return cached
@@ -143,7 +145,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
                 shutil.rmtree(run)
     if not (run / CONFIG).is_file():
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
-              seed=seed, device=bench.device, bf16=bench.bf16, **validation)
+              seed=seed, device=bench.device, bf16=bench.bf16, **validation, **anchor)
     loaded = load_run(run, device=bench.device)
     scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")
     metrics = read_json(run / "metrics.json")

@@ -18,14 +18,26 @@ The contract, the same for every method:
   names the trainable weights only (the LLM's layers follow the method's train/eval mode, which
   is what switches the LoRA's dropout);
 - **shared pieces written once**: the answer-slot score in the configured ``score_mode``
-  (:meth:`answer`), the random fold-in rows of training (:meth:`fold_in_rows`) and the prefix
+  (:meth:`answer`), the random fold-in rows of training (:meth:`fold_in_rows`), the prefix
   cache of the frozen layers below the lowest adapted one (:meth:`init_prefix_cache`,
-  :meth:`prefix_hidden`, :meth:`start_at_prefix`).
+  :meth:`prefix_hidden`, :meth:`start_at_prefix`) and the CF anchor (:meth:`anchored_score`).
+
+The CF anchor (beyond the paper; a method whose config has ``anchor = "cf"``, CoRA and TALLRec)::
+
+    score = γ · s_CF + (s_LLM(ΔW) − s_LLM(ΔW = 0))
+
+``s_CF`` is the frozen CF model's logit for the pair (:meth:`cf_logit`), ``γ`` (``anchor_gamma``) a
+trained scalar from 1, and the second LLM pass runs without the method's update
+(:meth:`frozen_answer`) and without gradient. With the update zero at initialisation (CoRA's ``P``,
+the LoRA's ``B``) both passes are the same computation, the increment is exactly 0 and the score is
+``s_CF``: the method starts ranking exactly like its CF model. Such a method reads a CF model
+whatever its class says (:meth:`reads_cf`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any, ClassVar
 
 import torch
@@ -33,8 +45,11 @@ from torch import nn
 
 from corarec.data.prompts import template_id
 from corarec.errors import CorarecError
-from corarec.llm.model import SCORE_MODES, answer_score
+from corarec.llm.model import SCORE_MODES, answer_logits, answer_score
 from corarec.llm.prefix_cache import PrefixCache, start_at_layer
+
+FROZEN_SCORE_BATCHES = 4096
+"""How many batches' frozen answers an anchored method keeps in memory (:meth:`Method.frozen_score`)."""
 
 
 class Method(nn.Module):
@@ -51,10 +66,11 @@ class Method(nn.Module):
 
     def __init__(self, cfg: Any, llm, cf: nn.Module | None = None):
         """``cfg``: the method's config dataclass; ``llm``: the frozen LLM; ``cf``: the frozen CF model
-        (required when :attr:`uses_cf`)."""
+        (required when :meth:`reads_cf`)."""
         super().__init__()
-        if self.uses_cf and cf is None:
-            raise CorarecError(f"method '{self.name}' reads a CF model: pass one (--cf RUN from `corarec train-cf`)")
+        if self.reads_cf(cfg) and cf is None:
+            why = "" if self.uses_cf else " with anchor 'cf'"
+            raise CorarecError(f"method '{self.name}'{why} reads a CF model: pass one (--cf RUN from `corarec train-cf`)")
         if cfg.score_mode not in SCORE_MODES:
             raise CorarecError(f"{self.name} score_mode {cfg.score_mode!r}: expected one of {', '.join(SCORE_MODES)}")
         self.cfg = cfg
@@ -62,6 +78,20 @@ class Method(nn.Module):
         self.hold("cf", None if cf is None else cf.to(llm.device).eval().requires_grad_(False))
         self.prefix_cache: PrefixCache | None = None
         self.prefix_layer: int | None = None
+        # the CF anchor's weight γ (trained, saved with the method's weights); None: not anchored
+        self.anchor_gamma = nn.Parameter(torch.ones((), device=llm.device)) if self.anchors(cfg) else None
+        self._frozen_scores: dict[tuple, torch.Tensor] = {}
+
+    @staticmethod
+    def anchors(cfg: Any) -> bool:
+        """Whether settings ``cfg`` ask for the CF-anchored score (``anchor = "cf"``)."""
+        return getattr(cfg, "anchor", "none") == "cf"
+
+    @classmethod
+    def reads_cf(cls, cfg: Any) -> bool:
+        """Whether this method with settings ``cfg`` reads a CF model: always when :attr:`uses_cf`, and
+        whenever it is CF-anchored."""
+        return cls.uses_cf or cls.anchors(cfg)
 
     def hold(self, name: str, frozen: Any) -> None:
         """Keep ``frozen`` as ``self.<name>`` without registering it: the method's parameters, state
@@ -112,6 +142,47 @@ class Method(nn.Module):
             return contextlib.nullcontext()
         return start_at_layer(self.llm, self.prefix_layer, prefix_hidden)
 
+    # ----- the CF anchor (beyond the paper) ------------------------------------------------------
+    def frozen_answer(self) -> contextlib.AbstractContextManager:
+        """Inside the block the LLM answers without the method's update (ΔW = 0). A method that
+        offers ``anchor`` implements it."""
+        raise NotImplementedError(f"{self.name} has no CF anchor")
+
+    def cf_logit(self, e_u: torch.Tensor, e_i: torch.Tensor) -> torch.Tensor:
+        """The frozen CF model's logit ``[B]`` (fp32) from its embeddings ``e_u, e_i [B, c']``
+        (:meth:`~corarec.cf.base.CFModel.embed`: their dot product plus the global bias, if any)."""
+        with torch.no_grad(), torch.autocast(e_u.device.type, enabled=False):
+            logit = (e_u.float() * e_i.float()).sum(-1)  # [B]
+            bias = getattr(self.cf, "global_bias", None)
+            return logit if bias is None else logit + bias.float()
+
+    def frozen_score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     prefix_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """``s_LLM(ΔW = 0)`` ``[B]`` (fp32, no gradient), from the same cached prefix as the scored pass.
+
+        Outside training the result is kept in memory per batch (the same rows, padded alike, under the
+        same autocast): validation scores the same batches at every evaluation and pays this pass once.
+        The key is the whole batch, not each row, because a row's logit can change in its last bits with
+        the batch it is padded in — and the increment at initialisation must stay exactly 0.
+        """
+        key = None if self.training else _batch_key(input_ids, attention_mask)
+        if key is not None and key in self._frozen_scores:
+            return self._frozen_scores[key]
+        with torch.no_grad(), self.start_at_prefix(prefix_hidden), self.frozen_answer():
+            base = self.answer(answer_logits(self.llm, input_ids, attention_mask)).float()  # [B]
+        if key is not None:
+            if len(self._frozen_scores) >= FROZEN_SCORE_BATCHES:
+                self._frozen_scores.clear()
+            self._frozen_scores[key] = base
+        return base
+
+    def anchored_score(self, llm_score: torch.Tensor, cf_logit: torch.Tensor, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor, prefix_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """``γ · s_CF + (s_LLM(ΔW) − s_LLM(ΔW = 0))`` ``[B]`` (fp32) from the LLM's score with the update
+        ``llm_score [B]`` and the CF logit ``cf_logit [B]`` of the same rows."""
+        increment = llm_score.float() - self.frozen_score(input_ids, attention_mask, prefix_hidden)  # [B]
+        return self.anchor_gamma * cf_logit + increment
+
     # ----- weights ----------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -140,3 +211,14 @@ class Method(nn.Module):
 
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
+
+
+def _batch_key(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+    """What the frozen answer of a batch depends on besides the frozen weights: its token ids and
+    mask (content and shape), the device and the autocast in force."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (input_ids, attention_mask):
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    device = input_ids.device.type
+    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    return digest.hexdigest(), tuple(input_ids.shape), str(input_ids.device), autocast

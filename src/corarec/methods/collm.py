@@ -31,12 +31,12 @@ from corarec.errors import CorarecError
 from corarec.llm.model import answer_logits
 from corarec.methods.base import Method
 from corarec.methods.peft_lora import attach_lora, save_adapter
-from corarec.methods.tallrec import TallRecConfig
+from corarec.methods.tallrec import LoRASettings
 from corarec.utils.settings import setting
 
 
 @dataclass
-class CoLLMConfig(TallRecConfig):
+class CoLLMConfig(LoRASettings):
     """Settings of CoLLM (defaults: the CoLLM paper). The LoRA fields are TALLRec's, inherited, so that
     stage 2 can start from a TALLRec run (``--init``) with the very same LoRA."""
 

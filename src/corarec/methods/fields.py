@@ -45,3 +45,14 @@ def cache_prefix_field() -> Any:
 def prefix_cache_dir_field() -> Any:
     return setting(None, doc="""
         Where the prefix cache lives; none = ``<corarec cache dir>/prefix``.""")
+
+
+ANCHORS = ("none", "cf")
+"""Values of the ``anchor`` setting (:func:`anchor_field`)."""
+
+
+def anchor_field() -> Any:
+    return setting("none", choices=ANCHORS, doc="""
+        ``cf`` (beyond the paper): score = γ · s_CF + (s_LLM − s_LLM without the update), the frozen CF model's
+        logit plus the LLM's increment over its frozen answer, γ trained from 1 — at initialisation it ranks
+        exactly like the CF model (needs ``--cf``). ``none``: the LLM's score alone (the paper).""")

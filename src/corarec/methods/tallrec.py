@@ -9,10 +9,15 @@ peft's format under ``adapter/`` (:mod:`corarec.methods.peft_lora`).
 With ``layers="top:N"`` and ``cache_prefix`` the layers below the lowest LoRA layer are the frozen LLM
 reading a fixed prompt, so their output comes from the same :class:`~corarec.llm.prefix_cache.PrefixCache`
 CoRA uses (the ``cpu`` preset gives TALLRec the same top-8 layers and cache as CoRA).
+
+With ``anchor = "cf"`` (beyond the paper; needs ``--cf``) TALLRec is the *fusion baseline* of the
+CF-anchored CoRA: ``γ · s_CF + (s_LLM(LoRA) − s_LLM(adapter disabled))``, the same rule, so with the
+LoRA's ``B`` = 0 at initialisation it ranks exactly like the CF model; the LLM side reads text only.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +25,17 @@ import torch
 
 from corarec.llm.model import answer_logits
 from corarec.methods.base import Method
-from corarec.methods.fields import alpha_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
+from corarec.methods.fields import alpha_field, anchor_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
 from corarec.methods.peft_lora import attach_lora, save_adapter
 from corarec.methods.targets import parse_layers
 from corarec.utils.settings import Settings, setting
 
 
 @dataclass
-class TallRecConfig(Settings):
-    """Settings of TALLRec's LoRA (defaults: the TALLRec paper); checked by type and the rule beside each field."""
+class LoRASettings(Settings):
+    """Settings of a LoRA on the frozen LLM (defaults: the TALLRec paper), shared by TALLRec and CoLLM so
+    that CoLLM's stage 2 starts from a TALLRec run with the very same LoRA; checked by type and the rule
+    beside each field."""
 
     rank: int = rank_field(8)
     alpha: float = alpha_field(16.0)
@@ -38,6 +45,13 @@ class TallRecConfig(Settings):
     score_mode: str = score_mode_field()
     cache_prefix: bool = cache_prefix_field()
     prefix_cache_dir: str | None = prefix_cache_dir_field()
+
+
+@dataclass
+class TallRecConfig(LoRASettings):
+    """TALLRec's settings: its LoRA and the optional CF anchor (the fusion baseline)."""
+
+    anchor: str = anchor_field()
 
 
 class TallRec(Method):
@@ -54,9 +68,20 @@ class TallRec(Method):
         self.peft = attach_lora(llm, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.layers)  # LLM + LoRA
 
     def score(self, batch) -> torch.Tensor:
-        with self.start_at_prefix(self.prefix_hidden(batch)):  # [B, T, d] from the cache, if any
+        prefix_hidden = self.prefix_hidden(batch)  # [B, T, d] from the cache, if any
+        with self.start_at_prefix(prefix_hidden):
             logits = answer_logits(self.llm, batch.input_ids, batch.attention_mask)  # [B, V], through the LoRA
-        return self.answer(logits)  # [B]
+        score = self.answer(logits)  # [B]
+        if self.anchor_gamma is None:
+            return score
+        with torch.no_grad():
+            e_u, e_i = self.cf.embed(batch.cf)  # [B, c'] each (cold users: the CF model's fold-in)
+        return self.anchored_score(score, self.cf_logit(e_u, e_i), batch.input_ids, batch.attention_mask,
+                                   prefix_hidden)  # [B]
+
+    def frozen_answer(self) -> contextlib.AbstractContextManager:
+        """The LLM with the LoRA switched off (peft's ``disable_adapter``): the base model."""
+        return self.peft.disable_adapter()
 
     def save_extra(self, run_dir: str | Path) -> None:
         """Also write the LoRA in peft's format to ``run_dir/adapter``."""

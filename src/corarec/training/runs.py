@@ -57,12 +57,15 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> LoadedRun:
     device = resolve_device(config.device)
     config_cls, method_cls = method_classes(config.method)
     method_cfg = apply_fields(config_cls(), config.method_config, f"{config.method} settings")
+    # the one place that decides whether a CF run is loaded: the method's class, or its settings (an anchor)
+    reads_cf = uses_cf(config.method, method_cfg)
+    if reads_cf and not config.cf:
+        why = "" if uses_cf(config.method) else " with --anchor cf"
+        raise CorarecError(f"method '{config.method}'{why} needs a CF run: pass --cf RUN (from `corarec train-cf`)")
     llm = load_llm(config.llm, device=str(device), autocast=config.bf16)
     torch.manual_seed(config.seed)
     cf = None
-    if uses_cf(config.method):
-        if not config.cf:
-            raise CorarecError(f"method '{config.method}' needs a CF run: pass --cf RUN (from `corarec train-cf`)")
+    if reads_cf:
         from corarec.cf import load_cf
 
         cf = load_cf(config.cf, dataset)

@@ -6,6 +6,10 @@
         logits = llm(prompt)[answer slot]        frozen LLM                   [B, V]
     score    = logits[Yes]  (or Yes − No)                                     [B]
 
+With ``anchor = "cf"`` (beyond the paper) the score is ``γ · s_CF + (score − score with A unused)``:
+the CF logit of the same ``e_u, e_i`` plus the LLM's increment over its frozen answer
+(:meth:`~corarec.methods.base.Method.anchored_score`); every ``P`` = 0 makes it exactly ``s_CF``.
+
 Only the generator and the injector's ``P`` (and input factors) are parameters of this module; the
 LLM and the CF model are held, not registered (:meth:`~corarec.methods.base.Method.hold`), so
 ``state_dict``/``parameters``/``train()`` never touch them. With ``cache_prefix`` the hidden states
@@ -17,12 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import contextlib
+
 import torch
 
 from corarec.cf.base import CFBatch, CFModel
 from corarec.llm.model import LLM, answer_logits
 from corarec.methods.base import Method
-from corarec.methods.fields import alpha_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
+from corarec.methods.fields import alpha_field, anchor_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
 from corarec.methods.cora.generator import CollaborativeWeightsGenerator, GeneratorConfig
 from corarec.methods.cora.injection import CollaborativeInjector
 from corarec.utils.settings import Settings, setting
@@ -45,6 +51,7 @@ class CoRAConfig(Settings):
         training also sees the kind of embedding test-time cold users get.""")
     cache_prefix: bool = cache_prefix_field()
     prefix_cache_dir: str | None = prefix_cache_dir_field()
+    anchor: str = anchor_field()
 
 
 class CoRA(Method):
@@ -65,8 +72,16 @@ class CoRA(Method):
 
     def factors(self, cf_batch: CFBatch, fold_in: torch.Tensor | None = None, deterministic: bool = False) -> torch.Tensor:
         """The per-sample factors ``A [B, d, r]`` (generator in fp32; ``deterministic``: without dropout)."""
+        return self.generate(*self.cf_embeddings(cf_batch, fold_in), deterministic=deterministic)
+
+    def cf_embeddings(self, cf_batch: CFBatch, fold_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen CF model's ``e_u, e_i [B, c']`` (c' = c + bias coordinates); ``fold_in [B]`` rows
+        take the fold-in user embedding."""
         with torch.no_grad():
-            e_u, e_i = self.cf.embed(cf_batch, fold_in=fold_in)  # [B, c'] each (c' = c + bias coordinates), frozen
+            return self.cf.embed(cf_batch, fold_in=fold_in)  # [B, c'] each
+
+    def generate(self, e_u: torch.Tensor, e_i: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """The generator's ``A [B, d, r]`` from ``e_u, e_i [B, c']`` (fp32; ``deterministic``: without dropout)."""
         was_training = self.generator.training
         if deterministic:
             self.generator.eval()
@@ -75,6 +90,10 @@ class CoRA(Method):
                 return self.generator(e_u.float(), e_i.float())  # [B, d, r]
         finally:
             self.generator.train(was_training)
+
+    def frozen_answer(self) -> contextlib.AbstractContextManager:
+        """Outside :meth:`CollaborativeInjector.use` the hooks add nothing: the LLM is the base model."""
+        return contextlib.nullcontext()
 
     def forward(
         self,
@@ -88,11 +107,16 @@ class CoRA(Method):
 
         ``fold_in [B]`` (bool) replaces those rows' user embeddings by the CF fold-in;
         ``prefix_hidden [B, T, d]``: cached hidden states entering the lowest injected layer.
+        Anchored: the fold-in rows' CF logit reads the same fold-in embedding as their ``A``.
         """
-        A = self.factors(cf_batch, fold_in)  # [B, d, r]
+        e_u, e_i = self.cf_embeddings(cf_batch, fold_in)  # [B, c'] each
+        A = self.generate(e_u, e_i)  # [B, d, r]
         with self.start_at_prefix(prefix_hidden), self.injector.use(A):
             logits = answer_logits(self.llm, input_ids, attention_mask)  # [B, V]
-        return self.answer(logits)  # [B]
+        score = self.answer(logits)  # [B]
+        if self.anchor_gamma is None:
+            return score
+        return self.anchored_score(score, self.cf_logit(e_u, e_i), input_ids, attention_mask, prefix_hidden)  # [B]
 
     def score(self, batch) -> torch.Tensor:
         """Scores ``[B]`` of a :class:`~corarec.methods.batches.Batch` (the training/evaluation entry point).
