@@ -40,9 +40,12 @@ def test_layer_and_target_specs():
         parse_targets(" , ")
 
 
-def test_every_module_equals_explicit_per_sample_W_plus_delta(tiny_llm):
-    """Batched injection == F.linear(x_b, W + ΔW_b) for every sample and every targeted module."""
+@pytest.mark.parametrize("share_inputs", [False, True], ids=["plain", "shared-input-product"])
+def test_every_module_equals_explicit_per_sample_W_plus_delta(tiny_llm, share_inputs):
+    """Batched injection == F.linear(x_b, W + ΔW_b) for every sample and every targeted module
+    (also when q/k/v and gate/up reuse one ``x A_b`` per layer)."""
     injector = CollaborativeInjector(tiny_llm.model, 64, rank=4, alpha=8, targets=ALL, layers="all")
+    injector.share_inputs = share_inputs
     randomise(injector)
     ids, mask = tiny_llm.tokenize(PROMPTS)
     A = random_factors(len(PROMPTS), 64, 4)

@@ -14,6 +14,13 @@ Every targeted ``nn.Linear`` ``W`` (``[d_out, d_in]``) gets a forward hook that 
   expectation. It costs ``d_in · d`` parameters per module (0.9 M per SmolLM2 ``down_proj``).
 
 Computed batched: ``(x [B, T, d_in] @ A [B, d_in, r]) @ P`` — two small matmuls, never ``W + ΔW_b``.
+
+Shared input product (``share_inputs``): modules that read the same input tensor and use ``A_b``
+itself (q, k and v read one ``x``; gate and up another) need ``x A_b [B, T, r]`` only once. With
+``share_inputs`` on, the first such hook of a layer computes it and the others reuse it (matched by
+tensor identity, so a different input is never mistaken for it); each module still applies its own
+``P``. It is the same arithmetic on the same operands, so the outputs equal the plain path's.
+Off by default (:data:`SHARE_INPUTS`): measured in ``benchmarks/throughput.py``, see docs/speed.md.
 The hooks leave the model's module tree and ``state_dict`` keys untouched (no wrapper modules, no
 forked modeling code), so it works for any HF causal LM whose targeted modules are ``nn.Linear``.
 """
@@ -31,6 +38,9 @@ from corarec.errors import CorarecError
 from corarec.llm.model import decoder_layers
 from corarec.methods.targets import parse_layers, parse_targets
 
+SHARE_INPUTS = False
+"""Default of :attr:`CollaborativeInjector.share_inputs` for new injectors (see the module docstring)."""
+
 
 class LowRankDelta(nn.Module):
     """The trainable part of one targeted module: ``P`` and, when ``d_in != d``, the input factor ``R``."""
@@ -46,8 +56,16 @@ class LowRankDelta(nn.Module):
 
     def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
         # x: [B, T, d_in], A: [B, d, r]
+        return self.project(self.reduce(x, A))  # [B, T, r] → [B, T, d_out]
+
+    def reduce(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        """``x A'_b``: ``x [B, T, d_in]``, ``A [B, d, r]`` → ``[B, T, r]``."""
         # .to(x.dtype): a no-op in fp32 and under autocast; lets a bf16/fp16-loaded LLM run without autocast
-        return torch.matmul(torch.matmul(x, self.factor(A).to(x.dtype)), self.P.to(x.dtype))  # [B, T, r] → [B, T, d_out]
+        return torch.matmul(x, self.factor(A).to(x.dtype))
+
+    def project(self, xA: torch.Tensor) -> torch.Tensor:
+        """``(x A'_b) P``: ``[B, T, r]`` → ``[B, T, d_out]``."""
+        return torch.matmul(xA, self.P.to(xA.dtype))
 
     def delta_weight(self, A: torch.Tensor, scale: float) -> torch.Tensor:
         """``ΔW_b = scale · (A'_b P)ᵀ`` for one sample's ``A [d, r]`` → ``[d_out, d_in]``."""
@@ -78,6 +96,9 @@ class CollaborativeInjector(nn.Module):
         self.deltas = nn.ModuleDict()  # deltas[str(layer)][suffix] → LowRankDelta
         self.module_names: dict[tuple[int, str], str] = {}  # (layer, suffix) → full module name in the LLM
         self._A: torch.Tensor | None = None
+        self.share_inputs = SHARE_INPUTS
+        """Compute ``x A_b`` once per layer for the modules reading the same ``x`` (module docstring)."""
+        self._shared: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # layer → (x, A, x A_b)
         self._handles = []
         layer_names = {id(m): n for n, m in model.named_modules()}
         for i in self.layers:
@@ -88,7 +109,7 @@ class CollaborativeInjector(nn.Module):
                 per_layer[suffix] = LowRankDelta(d, linear.in_features, linear.out_features, rank)
                 per_layer[suffix].to(linear.weight.device)
                 self.module_names[(i, suffix)] = f"{layer_names[id(layer)]}.{name}"
-                self._handles.append(linear.register_forward_hook(self._hook(per_layer[suffix])))
+                self._handles.append(linear.register_forward_hook(self._hook(per_layer[suffix], i)))
             self.deltas[str(i)] = per_layer
 
     @property
@@ -102,12 +123,14 @@ class CollaborativeInjector(nn.Module):
         if A.dim() != 3 or A.shape[1:] != (self.d, self.rank):
             raise ValueError(f"A must be [B, {self.d}, {self.rank}], got {list(A.shape)}")
         previous, self._A = self._A, A
+        self._shared.clear()
         try:
             yield
         finally:
             self._A = previous
+            self._shared.clear()  # drop the references to this pass's inputs
 
-    def _hook(self, delta: LowRankDelta):
+    def _hook(self, delta: LowRankDelta, layer: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             A = self._A
             if A is None:
@@ -115,9 +138,20 @@ class CollaborativeInjector(nn.Module):
             x = args[0]  # [B, T, d_in]
             if x.shape[0] != A.shape[0]:
                 raise RuntimeError(f"injected batch {A.shape[0]} does not match the module's input {list(x.shape)}")
-            return output + (self.scale * delta(x, A)).to(output.dtype)  # [B, T, d_out]
+            return output + (self.scale * delta.project(self._reduce(delta, layer, x, A))).to(output.dtype)  # [B, T, d_out]
 
         return hook
+
+    def _reduce(self, delta: LowRankDelta, layer: int, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        """``x A'_b [B, T, r]``, reused from the layer's previous hook when it read this same ``x`` with ``A_b``."""
+        if not self.share_inputs or delta.R is not None:  # an own input factor R: nothing to share
+            return delta.reduce(x, A)
+        cached = self._shared.get(layer)
+        if cached is not None and cached[0] is x and cached[1] is A:  # held references keep identities unique
+            return cached[2]
+        xA = delta.reduce(x, A)
+        self._shared[layer] = (x, A, xA)
+        return xA
 
     def delta_weights(self, A: torch.Tensor) -> dict[str, torch.Tensor]:
         """``ΔW_b`` of every targeted module for one sample's ``A [d, r]``: LLM module name → ``[d_out, d_in]``."""
