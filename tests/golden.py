@@ -36,6 +36,7 @@ CORA = dict(rank=4, alpha=8.0, generator_queries=2, generator_depth=1, generator
 def golden_scores(root: Path) -> dict[str, list[float]]:
     """Build every tiny run under ``root`` and return ``{name: test-split scores}``."""
     import corarec
+    import pandas as pd
     from corarec.cf import cf_logits, load_cf, train_cf
     from corarec.data.schema import read_dataset, write_dataset
     from corarec.evaluation.evaluate import evaluate
@@ -62,8 +63,6 @@ def golden_scores(root: Path) -> dict[str, list[float]]:
         train(out=root / name, **TRAIN, **common, **spec)
         predictions = root / f"{name}.csv"
         evaluate(root / name, split="test", predictions=predictions)
-        import pandas as pd
-
         scores[name] = pd.read_csv(predictions)["logit"].astype(float).tolist()
     served = corarec.load(root / "cora-mf").score(_pairs(ds))
     scores["cora-mf served"] = served["logit"].astype(float).tolist()
