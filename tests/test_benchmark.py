@@ -89,7 +89,7 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     assert weights.stat().st_mtime_ns == stamp
 
     # another sample seed: the LLM runs validated on other rows, so they are stale (CF runs only re-score)
-    with pytest.raises(CorarecError, match=r"tallrec/seed-0: trained with other settings \(validation\.valid_sample_seed: 0 there, 1 now"):
+    with pytest.raises(CorarecError, match=r"tallrec/seed-0: trained with other settings \(samples\.train_sample_seed: 0 there, 1 now; samples\.valid_sample_seed: 0 there, 1 now"):
         benchmark(data, out, methods="mf,collm-mf", preset=str(preset), sample_seed=1, tune_cf=False, llm=llm)
     preset.write_text(PRESET.replace("rank: 2, alpha: 4", "rank: 4, alpha: 4"))  # same file, edited: not reused
     with pytest.raises(CorarecError, match=r"other settings \(settings\.cora\.rank: 2 there, 4 now\).*--retrain-stale"):

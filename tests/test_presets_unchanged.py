@@ -27,6 +27,11 @@ def as_json(value):
     return json.loads(json.dumps(value))
 
 
+CHANGED_SINCE = {("cpu", "eval_every"): 250}
+"""Deliberate preset changes made after the refactor: (preset, train field) → new value (issue 12:
+4 validations of 4,000 rows instead of 8)."""
+
+
 def migrated(config: dict) -> dict:
     """A format-2 ``config.json`` body in today's layout."""
     return settings_of(migrate({"format": 2, "versions": {}, **config}))
@@ -37,6 +42,9 @@ def migrated(config: dict) -> dict:
 def test_a_preset_resolves_every_method_to_the_same_run_config_as_before(preset, method):
     now = resolve_config(method, "/d", "/o", "/c", None, preset)
     before = run_config_from_dict(migrated(BEFORE[f"run/{preset}/{method}"]))
+    for (changed_preset, field), value in CHANGED_SINCE.items():
+        if changed_preset == preset:
+            setattr(before.train, field, value)
     method_cls = REGISTRY_CONFIGS[method]
     # the method's settings compared as configs: a setting added since (the generator's query_init_std)
     # takes its default, the value the code of then hard-wired

@@ -210,3 +210,18 @@ def test_scoring_uses_eval_mode_and_restores_the_methods_mode(recommender, monke
     finally:
         monkeypatch.undo()
         method.eval()
+
+
+def test_scoring_batches_by_prompt_length_and_returns_scores_in_the_rows_order(tiny_run):
+    from corarec.evaluation.evaluate import score_rows
+    from corarec.training.runs import load_run
+
+    run = load_run(tiny_run.run, device="cpu")
+    rows = run.dataset.test.iloc[:30].reset_index(drop=True)
+    lengths = run.batcher.token_lengths(rows)
+    assert len(set(lengths.tolist())) > 1  # the order matters in this case
+    batched = score_rows(run, rows, batch_size=8, progress=False)
+    alone = np.array([score_rows(run, rows.iloc[[i]], batch_size=1, progress=False)[0] for i in range(len(rows))])
+    tolerance = method_score_tolerance(run.method)  # fp32, one row alone vs padded beside others
+    assert_within(batched, alone, tolerance)
+    assert not within(batched[::-1], alone, tolerance)

@@ -95,3 +95,19 @@ def test_evaluate_writes_split_metrics_and_predictions(inputs, tmp_path):
     assert ((pred["probability"] > 0) & (pred["probability"] < 1)).all()
     with pytest.raises(CorarecError, match="unknown split"):
         evaluate(tmp_path / "run", split="dev")
+
+
+def test_the_sample_seeds_fix_the_training_and_validation_rows_whatever_the_training_seed():
+    from corarec.training.config import resolve_config
+
+    ds = tiny_dataset()
+
+    def rows(seed, **fixed):
+        config = resolve_config("cora", "/d", "/o", "/c", None, None, None, seed, "cpu", False,
+                                max_train_samples=40, train_sample="rows", max_eval_samples=10, **fixed)
+        train_rows, valid_rows = training.training_rows(ds, config)
+        return train_rows[["user_id", "item_id"]].values.tolist(), valid_rows[["user_id", "item_id"]].values.tolist()
+
+    assert rows(0) != rows(1)  # without sample seeds the training seed draws both
+    fixed = dict(train_sample_seed=7, valid_sample_seed=7)
+    assert rows(0, **fixed) == rows(1, **fixed) == rows(2, **fixed)

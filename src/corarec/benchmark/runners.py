@@ -121,13 +121,14 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     run = run_dir(bench.runs, entry, seed)
     cf = run_dir(bench.runs, parse_entry(entry.cf), seed) if entry.cf else None
     init = run_dir(bench.runs, parse_entry(entry.init), seed) if entry.init else None
-    # validation on exactly the benchmark's rows: the same size and the sample seed (None = the whole split)
-    validation = {"max_eval_samples": bench.rows["valid"]["max_samples"] or len(bench.ds.valid),
-                  "valid_sample_seed": bench.sample_seed}
+    # validation on exactly the benchmark's rows: the same size and the sample seed (None = the whole split);
+    # training rows drawn with the sample seed too: every method and seed trains on the same rows
+    samples = {"max_eval_samples": bench.rows["valid"]["max_samples"] or len(bench.ds.valid),
+               "valid_sample_seed": bench.sample_seed, "train_sample_seed": bench.sample_seed}
     spec = {"kind": "llm", "method": entry.method, "cf": run_name(cf), "init": run_name(init), "preset": bench.preset,
             # the preset's content, not only its name: an edited preset makes the run stale
             "settings": {"train": bench.sections.get("train") or {}, entry.method: bench.sections.get(entry.method) or {}},
-            "validation": validation, "seed": seed, "llm": bench.llm, "data": str(bench.data.resolve()),
+            "samples": samples, "seed": seed, "llm": bench.llm, "data": str(bench.data.resolve()),
             # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
             "cf_weights": file_digest(cf / "model.safetensors") if cf else None,
             "init_weights": file_digest(init / "model.safetensors") if init else None}
@@ -145,7 +146,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
                 shutil.rmtree(run)
     if not (run / CONFIG).is_file():
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
-              seed=seed, device=bench.device, bf16=bench.bf16, **validation, **anchor)
+              seed=seed, device=bench.device, bf16=bench.bf16, **samples, **anchor)
     loaded = load_run(run, device=bench.device)
     scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")
     metrics = read_json(run / "metrics.json")
@@ -162,7 +163,7 @@ RUNNERS = {"reference": run_reference, "cf": run_cf, "llm": run_llm}
 
 
 def _wanted(spec: dict) -> dict:
-    keys = ("method", "cf", "init", "preset", "seed", "llm", "data", "validation")
+    keys = ("method", "cf", "init", "preset", "seed", "llm", "data", "samples")
     return {k: spec[k] for k in keys}
 
 
@@ -173,8 +174,9 @@ def _started_with(run: Path, spec: dict) -> dict:
     config = read_run_config(run)
     return {"method": config.method, "cf": run_name(config.cf), "init": run_name(config.init), "preset": config.preset,
             "seed": config.seed, "llm": config.llm if spec["llm"] else None, "data": str(Path(config.data).resolve()),
-            "validation": {"max_eval_samples": config.train.max_eval_samples,
-                           "valid_sample_seed": config.train.valid_sample_seed}}
+            "samples": {"max_eval_samples": config.train.max_eval_samples,
+                        "valid_sample_seed": config.train.valid_sample_seed,
+                        "train_sample_seed": config.train.train_sample_seed}}
 
 
 def _positions(split: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:

@@ -68,6 +68,11 @@ class PromptBatcher:
         target = self.titles[item] if item >= 0 else "an unknown " + self.item_noun
         return build_prompt(liked, target, self.item_noun, template=self.template, max_history=self.max_history)
 
+    def token_lengths(self, rows: pd.DataFrame) -> np.ndarray:
+        """``[N]`` prompt length in tokens of each row (scoring batches rows of similar length together)."""
+        prompts = [self.prompt(list(h), int(i)) for h, i in zip(rows["history"], rows["item_id"].to_numpy())]
+        return np.array([len(ids) for ids in self.tokenizer(prompts)["input_ids"]], dtype=np.int64)
+
     def __call__(self, rows: pd.DataFrame) -> Batch:
         histories = [list(h) for h in rows["history"]]
         items = rows["item_id"].to_numpy()

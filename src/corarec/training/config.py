@@ -55,6 +55,10 @@ class TrainConfig(Settings):
     valid_sample_seed: int | None = setting(None, at_least=0, at_most=SEED_MAX, doc="""
         Seed of the validation sample (None: the run's ``seed``). ``corarec benchmark`` sets its sample seed
         here, so that runs trained with different seeds validate on the same rows.""")
+    train_sample_seed: int | None = setting(None, at_least=0, at_most=SEED_MAX, doc="""
+        Seed of the ``max_train_samples`` draw (None: the run's ``seed``). ``corarec benchmark`` sets its sample
+        seed here, so that every method and every training seed trains on the same rows (the seeds then vary
+        initialisation and order, as on the whole split) and reuses one prefix cache.""")
     grad_clip: float = setting(1.0, at_least=0, doc="Clip the gradient norm to this value (0 = off).")
 
 

@@ -154,7 +154,8 @@ def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd
     """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded)."""
     tc = config.train
     sample = subsample_rows if tc.train_sample == "rows" else subsample_users
-    train_rows = sample(dataset.train, tc.max_train_samples, config.seed).reset_index(drop=True)
+    train_seed = config.seed if tc.train_sample_seed is None else tc.train_sample_seed
+    train_rows = sample(dataset.train, tc.max_train_samples, train_seed).reset_index(drop=True)
     valid_seed = config.seed if tc.valid_sample_seed is None else tc.valid_sample_seed
     return train_rows, subsample_users(dataset.valid, tc.max_eval_samples, valid_seed)
 
