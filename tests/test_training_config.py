@@ -116,3 +116,20 @@ def test_atomic_writes_leave_no_temporary_files_and_use_the_usual_modes(tmp_path
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_preset_extends_another_key_by_key_and_a_loop_is_a_clear_error(tmp_path):
+    full, cpu = load_preset("cpu-full"), load_preset("cpu")
+    assert full["train"]["max_train_samples"] is None and cpu["train"]["max_train_samples"] == 8000
+    assert full["train"]["batch_size"] == cpu["train"]["batch_size"] and full["cora"] == cpu["cora"]  # inherited
+    (tmp_path / "base.yaml").write_text("train: {lr: 0.01, batch_size: 4}\ncora: {generator: {depth: 3, queries: 2}}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {lr: 0.02}\ncora: {generator: {depth: 5}}\n")
+    child = load_preset(str(tmp_path / "child.yaml"))  # a relative 'extends' is read beside the file
+    assert child == {"train": {"lr": 0.02, "batch_size": 4}, "cora": {"generator": {"depth": 5, "queries": 2}}}
+    (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(CorarecError, match="'extends' loops back"):
+        load_preset(str(tmp_path / "a.yaml"))
+    (tmp_path / "bad.yaml").write_text("extends: [cpu]\n")
+    with pytest.raises(CorarecError, match="'extends' must name a preset"):
+        load_preset(str(tmp_path / "bad.yaml"))

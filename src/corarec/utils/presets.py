@@ -4,6 +4,10 @@ A preset is a mapping of sections: ``run``, ``train`` and one per LLM method (re
 :func:`corarec.training.loop.resolve_config`), ``cf`` (read by :func:`corarec.cf.config.make_config`
 and the benchmark), ``benchmark``. Each section's keys are the fields of the config dataclass it
 sets, a nested config as a sub-mapping (``cora: {generator: {depth: 2}}``).
+
+A preset may start from another with ``extends: <preset>`` (a bundled name or a YAML path, relative
+to the extending file): the other preset's sections are read first and this file's values replace
+theirs key by key, nested mappings merged (``cpu-full`` is ``cpu`` with the whole train split).
 """
 
 from __future__ import annotations
@@ -17,8 +21,34 @@ import yaml
 from corarec.errors import CorarecError
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """Read a preset: a bundled name ('cpu', 'paper') or a path to a YAML file."""
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a preset: a bundled name ('cpu', 'cpu-full', 'paper') or a path to a YAML file; ``extends`` resolved."""
+    preset = _read_preset(name)
+    parent = preset.pop("extends", None)
+    if parent is None:
+        return preset
+    if not isinstance(parent, str) or not parent.strip():
+        raise CorarecError(f"preset {name}: 'extends' must name a preset (a bundled name or a .yaml path), got {parent!r}")
+    if Path(parent).suffix in (".yaml", ".yml") and not Path(parent).is_absolute() and Path(name).suffix in (".yaml", ".yml"):
+        parent = str(Path(name).parent / parent)
+    if parent in (*_seen, name):
+        raise CorarecError(f"preset {name}: 'extends' loops back to {parent}")
+    return merge_sections(load_preset(parent, (*_seen, name)), preset)
+
+
+def merge_sections(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values: key by key, nested mappings merged, anything else replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_preset(name: str) -> dict[str, Any]:
+    """One preset file's mapping, ``extends`` not yet resolved."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
