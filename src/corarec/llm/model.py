@@ -30,6 +30,8 @@ ScoreMode = Literal["yes", "yes_minus_no"]
 SCORE_MODES = ("yes", "yes_minus_no")
 BUNDLED_ALIAS = "smollm2-135m"
 YES, NO = " Yes", " No"  # the answer follows "#Answer:" after a space
+ANSWER_SLOT = "#Answer:"
+"""How every prompt ends: the answer token comes right after it."""
 
 
 @dataclass
@@ -177,12 +179,24 @@ def refuse_custom_code(path: Path, name: str) -> None:
             raise CorarecError(f"--llm {name}: {file}: {CUSTOM_CODE_REFUSED}")
 
 
-def single_token_id(tokenizer, text: str, name: str) -> int:
-    """Id of ``text`` if the tokenizer encodes it as exactly one token, else a clear error."""
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise CorarecError(f"--llm {name}: {text!r} is {len(ids)} tokens {ids}, the answer needs a single token")
-    return int(ids[0])
+def single_token_id(tokenizer, text: str, name: str, after: str = ANSWER_SLOT) -> int:
+    """Id of the one token that ``text`` adds when it follows ``after`` (the prompt's end), else a clear error.
+
+    Read in context, not from ``text`` alone: a SentencePiece-style tokenizer that marks the start of
+    a text with a space of its own encodes a lone " Yes" as two pieces, yet after "#Answer:" it is the
+    one piece "▁Yes" — the token the LLM is asked to predict.
+    """
+    before = tokenizer.encode(after, add_special_tokens=False)
+    ids = tokenizer.encode(after + text, add_special_tokens=False)
+    added = ids[len(before):]
+    if ids[:len(before)] != before or len(added) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(added if ids[:len(before)] == before else ids)
+        raise CorarecError(f"--llm {name}: its tokenizer ({type(tokenizer).__name__}) encodes {text!r} after "
+                           f"{after!r} as {len(pieces)} tokens {pieces}, the answer needs a single token")
+    if tokenizer.unk_token_id is not None and added[0] == tokenizer.unk_token_id:
+        raise CorarecError(f"--llm {name}: its tokenizer ({type(tokenizer).__name__}) does not know {text!r}: "
+                           f"it encodes it as the unknown token {tokenizer.unk_token!r}, the answer needs its own token")
+    return int(added[0])
 
 
 def autocast_dtype(device: str | torch.device) -> torch.dtype | None:

@@ -8,6 +8,11 @@ frozen (peft sets ``requires_grad`` that way).
 Besides the run's ``model.safetensors``, the adapter is written in peft's own format to
 ``RUN/adapter/`` (``adapter_config.json`` + ``adapter_model.safetensors``), so that plain peft
 (``PeftModel.from_pretrained(base_model, "RUN/adapter")``) loads it without corarec.
+
+``targets`` mean the same modules as for CoRA in every architecture's layout
+(:mod:`corarec.llm.layouts`): on Phi-3 ``q,k,v`` is the fused ``qkv_proj`` (one LoRA over the three
+outputs) and a part of it (``q,v``) is refused; on GPT-2 the targets are ``Conv1D`` modules, which
+peft adapts with ``fan_in_fan_out`` (their weight is stored ``[d_in, d_out]``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from pathlib import Path
 from torch import nn
 
 from corarec.errors import CorarecError
+from corarec.llm.layouts import resolve_targets, stores_transposed
 from corarec.utils.io import atomic_dir, load_tensors, read_json
-from corarec.methods.targets import parse_layers, parse_targets
+from corarec.methods.targets import parse_layers
 
 ADAPTER_DIR = "adapter"
 """Sub-directory of a run that holds the adapter in peft's format."""
@@ -37,11 +43,13 @@ def attach_lora(llm, rank: int, alpha: float, dropout: float, targets: str, laye
     if not 0.0 <= dropout < 1.0:
         raise CorarecError(f"LoRA dropout must lie in [0, 1), got {dropout}")
     layer_ids = parse_layers(layers, llm.n_layers)
+    target_modules = resolve_targets(llm.model, targets)  # module-name suffixes in this model's layout
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=parse_targets(targets),
+        target_modules=target_modules,
+        fan_in_fan_out=_targets_conv1d(llm.model, target_modules),
         layers_to_transform=None if len(layer_ids) == llm.n_layers else layer_ids,
         bias="none",
     )
@@ -55,6 +63,15 @@ def attach_lora(llm, rank: int, alpha: float, dropout: float, targets: str, laye
         if "lora_" in name:  # ... the LoRA matrices: trained
             param.requires_grad_(True)
     return model
+
+
+def _targets_conv1d(model: nn.Module, suffixes: list[str]) -> bool:
+    """Whether the first module named by ``suffixes`` is a ``Conv1D`` (GPT-2 style: all of them are);
+    peft's ``fan_in_fan_out`` then matches their ``[d_in, d_out]`` weights (peft corrects a mismatch)."""
+    for name, module in model.named_modules():
+        if any(name == s or name.endswith("." + s) for s in suffixes):
+            return stores_transposed(module)
+    return False
 
 
 def save_adapter(peft_model: nn.Module, run_dir: str | Path) -> Path:

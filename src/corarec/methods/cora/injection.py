@@ -1,6 +1,6 @@
 """Per-sample low-rank weight increments on the frozen LLM's linear maps — the one mechanism.
 
-Every targeted ``nn.Linear`` ``W`` (``[d_out, d_in]``) gets a forward hook that adds, per sample b::
+Every targeted linear map ``W`` (``[d_out, d_in]``) gets a forward hook that adds, per sample b::
 
     y_b = W x_b + (alpha / r) · P( A_bᵀ x_b )          i.e.  ΔW_b = (alpha / r) · (A_b P)ᵀ
 
@@ -22,7 +22,12 @@ tensor identity, so a different input is never mistaken for it); each module sti
 ``P``. It is the same arithmetic on the same operands, so the outputs equal the plain path's.
 Off by default (:data:`SHARE_INPUTS`): measured in ``benchmarks/throughput.py``, see docs/speed.md.
 The hooks leave the model's module tree and ``state_dict`` keys untouched (no wrapper modules, no
-forked modeling code), so it works for any HF causal LM whose targeted modules are ``nn.Linear``.
+forked modeling code). A targeted module is an ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2:
+the same map, ``W`` stored transposed, ``[d_in, d_out]``; the hook reads only ``x`` and the output,
+so it is the same for both; :meth:`CollaborativeInjector.delta_weights` gives ``ΔW_b`` in each
+module's own layout). What ``--targets`` means in each architecture's layout, fused modules such
+as Phi-3's ``qkv_proj`` included: :mod:`corarec.llm.layouts`. The shared input product needs
+nothing special for a fused module: it is one module reading one ``x``.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ import torch
 from torch import nn
 
 from corarec.errors import CorarecError
+from corarec.llm.layouts import layer_linear_maps, linear_sizes, resolve_targets, stores_transposed
 from corarec.llm.model import decoder_layers
-from corarec.methods.targets import parse_layers, parse_targets
+from corarec.methods.targets import parse_layers
 
 SHARE_INPUTS = False
 """Default of :attr:`CollaborativeInjector.share_inputs` for new injectors (see the module docstring)."""
@@ -92,24 +98,28 @@ class CollaborativeInjector(nn.Module):
         self.d, self.rank, self.scale = d, rank, alpha / rank
         all_layers = decoder_layers(model)
         self.layers = parse_layers(layers, len(all_layers))
-        self.targets = parse_targets(targets)
-        self.deltas = nn.ModuleDict()  # deltas[str(layer)][suffix] → LowRankDelta
+        self.targets = resolve_targets(model, targets)  # module-name suffixes in this model's layout
+        self.deltas = nn.ModuleDict()  # deltas[str(layer)][delta_key(suffix)] → LowRankDelta
         self.module_names: dict[tuple[int, str], str] = {}  # (layer, suffix) → full module name in the LLM
         self._A: torch.Tensor | None = None
         self.share_inputs = SHARE_INPUTS
         """Compute ``x A_b`` once per layer for the modules reading the same ``x`` (module docstring)."""
         self._shared: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # layer → (x, A, x A_b)
         self._handles = []
+        self._transposed: set[str] = set()  # names of the targeted Conv1D modules (weight [d_in, d_out])
         layer_names = {id(m): n for n, m in model.named_modules()}
         for i in self.layers:
             layer = all_layers[i]
             per_layer = nn.ModuleDict()
             for suffix in self.targets:
-                name, linear = _find_one(layer, suffix, i)
-                per_layer[suffix] = LowRankDelta(d, linear.in_features, linear.out_features, rank)
-                per_layer[suffix].to(linear.weight.device)
-                self.module_names[(i, suffix)] = f"{layer_names[id(layer)]}.{name}"
-                self._handles.append(linear.register_forward_hook(self._hook(per_layer[suffix], i)))
+                name, linear = _find_one(layer, suffix, i, model)
+                d_in, d_out = linear_sizes(linear)
+                delta = per_layer[delta_key(suffix)] = LowRankDelta(d, d_in, d_out, rank)
+                delta.to(linear.weight.device)
+                self.module_names[(i, suffix)] = full_name = f"{layer_names[id(layer)]}.{name}"
+                if stores_transposed(linear):
+                    self._transposed.add(full_name)
+                self._handles.append(linear.register_forward_hook(self._hook(delta, i)))
             self.deltas[str(i)] = per_layer
 
     @property
@@ -153,12 +163,19 @@ class CollaborativeInjector(nn.Module):
         self._shared[layer] = (x, A, xA)
         return xA
 
+    def delta(self, layer: int, suffix: str) -> LowRankDelta:
+        """The trainable part of the module ``suffix`` (as in :attr:`targets`) of decoder layer ``layer``."""
+        return self.deltas[str(layer)][delta_key(suffix)]
+
     def delta_weights(self, A: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``ΔW_b`` of every targeted module for one sample's ``A [d, r]``: LLM module name → ``[d_out, d_in]``."""
-        return {
-            name: self.deltas[str(i)][suffix].delta_weight(A, self.scale)
-            for (i, suffix), name in self.module_names.items()
-        }
+        """``ΔW_b`` of every targeted module for one sample's ``A [d, r]``: LLM module name → the increment
+        in the layout of that module's own ``weight`` (``[d_out, d_in]`` for ``nn.Linear``, the transpose
+        for ``Conv1D``), so that ``weight + ΔW_b`` is always the merged weight."""
+        weights = {}
+        for (i, suffix), name in self.module_names.items():
+            delta_w = self.delta(i, suffix).delta_weight(A, self.scale)  # [d_out, d_in]
+            weights[name] = delta_w.T if name in self._transposed else delta_w
+        return weights
 
     def remove(self) -> None:
         """Detach the hooks from the LLM (the LLM is then exactly the base model again)."""
@@ -167,13 +184,22 @@ class CollaborativeInjector(nn.Module):
         self._handles.clear()
 
 
-def _find_one(layer: nn.Module, suffix: str, index: int) -> tuple[str, nn.Linear]:
-    """The single submodule of ``layer`` whose name ends with ``suffix``; it must be an ``nn.Linear``."""
+def delta_key(suffix: str) -> str:
+    """Key of a module's :class:`LowRankDelta` in :attr:`CollaborativeInjector.deltas`: the suffix, with
+    ``-`` for ``.`` (``attn.c_proj`` → ``attn-c_proj``; a module key cannot hold a dot)."""
+    return suffix.replace(".", "-")
+
+
+def _find_one(layer: nn.Module, suffix: str, index: int, model: nn.Module) -> tuple[str, nn.Module]:
+    """The single submodule of ``layer`` whose name ends with ``suffix``: an ``nn.Linear`` or ``Conv1D``."""
     hits = [(n, m) for n, m in layer.named_modules() if n == suffix or n.endswith("." + suffix)]
     if len(hits) != 1:
         found = ", ".join(n for n, _ in hits) or "none"
-        raise CorarecError(f"target {suffix!r} in layer {index}: expected exactly one module, found {found}")
+        raise CorarecError(f"target {suffix!r} in layer {index} of {type(model).__name__}: expected exactly one "
+                           f"module, found {found} "
+                           f"(its linear maps: {', '.join(layer_linear_maps(layer))})")
     name, module = hits[0]
-    if not isinstance(module, nn.Linear):
-        raise CorarecError(f"target {suffix!r} in layer {index} is a {type(module).__name__}, not an nn.Linear")
+    if linear_sizes(module) is None:
+        raise CorarecError(f"target {suffix!r} in layer {index} of {type(model).__name__} is a "
+                           f"{type(module).__name__}, not an nn.Linear or Conv1D")
     return name, module
