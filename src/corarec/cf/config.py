@@ -53,6 +53,10 @@ class CFConfig(Settings):
     fold_in: str = setting("learned", choices=("learned", "mean"), doc="""
         MF/LightGCN: how a user unseen in train is embedded from its history: ``learned`` or ``mean``
         (see :mod:`corarec.cf.fold_in`).""")
+    log_dir: str | None = setting(None, pattern=r".*\S.*", expected="a directory", doc="""
+        Write TensorBoard event files here: loss and gradient norm every step, learning rate, rows/s,
+        validation AUC and UAUC every epoch (needs the tensorboard package; with ``--grid`` one
+        sub-directory per candidate).""")
 
     def __post_init__(self) -> None:
         super().__post_init__()  # every field's type and range

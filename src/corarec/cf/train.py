@@ -2,11 +2,15 @@
 
 ``train_cf`` is the library side of ``corarec train-cf``; it writes a run directory
 (``config.json``, ``model.safetensors``, ``metrics.json``) and returns the metrics. Only a CF run
-directory is ever replaced, and only with ``overwrite``.
+directory is ever replaced, and only with ``overwrite``. Each epoch of the log in ``metrics.json``
+records the mean and largest gradient norm of its steps; with ``log_dir`` the training is also
+written as TensorBoard scalars (:mod:`corarec.utils.tracking`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,10 +27,11 @@ from corarec.data.schema import Dataset, read_dataset
 from corarec.utils.device import resolve_device
 from corarec.errors import CorarecError
 from corarec.utils.io import atomic_dir, read_json, write_json
-from corarec.evaluation.metrics import auc, metric_report, warm_mask
+from corarec.evaluation.metrics import auc, metric_report, uauc, warm_mask
 from corarec.utils.outdir import check_replaceable
 from corarec.utils.presets import load_preset
 from corarec.utils.seeding import seed_everything
+from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
 
 
 def rows_tensors(frame: pd.DataFrame, max_len: int) -> dict[str, torch.Tensor]:
@@ -83,7 +88,8 @@ def fit_cf(
     config: CFConfig, ds: Dataset, train: dict, valid: dict, progress: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[CFModel, dict[str, Any]]:
     """Train one CF model with one ``config`` on the :func:`rows_tensors` ``train``, stopping early on ``valid``;
-    returns it holding the best-valid-AUC weights, and the training log."""
+    returns it holding the best-valid-AUC weights, and the training log (with ``config.log_dir``, also
+    TensorBoard scalars: loss and gradient norm every step; learning rate, rows/s, valid AUC and UAUC every epoch)."""
     seed_everything(config.seed)
     model = build_model(config, ds.n_users, ds.n_items)
     model.fit_train(train["users"], train["items"], train["labels"])
@@ -93,25 +99,37 @@ def fit_cf(
     valid_labels = valid["labels"].numpy()
     if valid_labels.min() == valid_labels.max():
         raise CorarecError(f"{ds.root or ds.name}: the valid split holds only label {int(valid_labels[0])}; AUC (early stopping) is undefined")
-    best_auc, best_epoch, best_state, log = -1.0, 0, None, []
+    best_auc, best_epoch, best_state, log, step = -1.0, 0, None, [], 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model} lr={config.lr:g} wd={config.weight_decay:g} dim={config.dim}", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for batch, labels in batches(train, config.batch_size, generator):
-            loss = model.loss(batch.to(device), labels.to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(labels), count + len(labels)
-        valid_auc = auc(valid_labels, cf_logits(model, valid))
-        log.append({"epoch": epoch, "train_loss": total / count, "valid_auc": valid_auc})
-        bar.set_postfix(loss=f"{total / count:.4f}", valid_auc=f"{valid_auc:.4f}")
-        if valid_auc > best_auc:
-            best_auc, best_epoch = valid_auc, epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
-            break
+    with ScalarLog(config.log_dir) as scalars:
+        for epoch in bar:
+            model.train()
+            total, count, norms, started = 0.0, 0, [], time.perf_counter()
+            for batch, labels in batches(train, config.batch_size, generator):
+                loss = model.loss(batch.to(device), labels.to(device))
+                optimizer.zero_grad()
+                loss.backward()
+                norms.append(gradient_norm(model.parameters()))
+                check_finite_gradient(norms[-1], step + 1)
+                optimizer.step()
+                step, value = step + 1, loss.item()
+                total, count = total + value * len(labels), count + len(labels)
+                scalars.scalars(step, {"train/loss": value, "train/grad_norm": norms[-1]})
+            seconds = time.perf_counter() - started
+            logits = cf_logits(model, valid)
+            valid_auc = auc(valid_labels, logits)
+            log.append({"epoch": epoch, "train_loss": total / count, "valid_auc": valid_auc, **gradient_summary(norms)})
+            if scalars.enabled:
+                valid_uauc = uauc(valid["users"].numpy(), valid_labels, logits)
+                scalars.scalars(step, {"train/lr": config.lr, "train/rows_per_second": count / max(seconds, 1e-9),
+                                       "valid/auc": valid_auc, "valid/uauc": None if math.isnan(valid_uauc) else valid_uauc})
+                scalars.flush()
+            bar.set_postfix(loss=f"{total / count:.4f}", valid_auc=f"{valid_auc:.4f}")
+            if valid_auc > best_auc:
+                best_auc, best_epoch = valid_auc, epoch
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            elif epoch - best_epoch >= config.patience:
+                break
     model.load_state_dict(best_state)
     return model.to("cpu").eval(), {"best_epoch": best_epoch, "best_valid_auc": best_auc, "epochs": log}
 
@@ -146,12 +164,15 @@ def train_cf(
     ds = read_dataset(data)
     device = resolve_device(device)
     base = make_config(model, preset, **settings)
+    if base.log_dir is not None:
+        check_log_dir(base.log_dir)
+        base = dataclasses.replace(base, log_dir=str(Path(base.log_dir).resolve()))
     if grid is True:
         grid = grid_space(model, load_preset(preset) if preset else None, f"preset {preset}")
     train, valid = rows_tensors(ds.train, base.max_len), rows_tensors(ds.valid, base.max_len)
     candidates = [base]
     if grid:
-        candidates = grid_candidates(base, grid)
+        candidates = [with_log_subdir(c) for c in grid_candidates(base, grid)]
 
     start = time.perf_counter()
     best_model, best_log, best_config, grid_log = None, None, None, []
@@ -179,6 +200,15 @@ def train_cf(
         save_cf(best_model, tmp, best_config, run_info)
         write_json(tmp / "metrics.json", metrics)
     return metrics
+
+
+def with_log_subdir(config: CFConfig) -> CFConfig:
+    """A grid candidate logging to its own sub-directory of ``log_dir`` (``lr=0.001_wd=0_dim=64``), so that
+    TensorBoard shows each candidate as a run; unchanged without a ``log_dir``."""
+    if config.log_dir is None:
+        return config
+    name = f"lr={config.lr:g}_wd={config.weight_decay:g}_dim={config.dim}"
+    return dataclasses.replace(config, log_dir=str(Path(config.log_dir) / name))
 
 
 RUN_FILES = ("config.json", "model.safetensors", "metrics.json")

@@ -60,6 +60,10 @@ class TrainConfig(Settings):
         seed here, so that every method and every training seed trains on the same rows (the seeds then vary
         initialisation and order, as on the whole split) and reuses one prefix cache.""")
     grad_clip: float = setting(1.0, at_least=0, doc="Clip the gradient norm to this value (0 = off).")
+    log_dir: str | None = setting(None, pattern=r".*\S.*", expected="a directory", doc="""
+        Write TensorBoard event files here: loss, learning rate, gradient norm and rows/s every step,
+        validation AUC and UAUC (needs the tensorboard package; a resumed run writes on in the same
+        directory).""")
 
 
 @dataclass
@@ -107,6 +111,8 @@ def resolve_config(method: str = "cora", data: str | Path = "", out: str | Path 
     train_cfg = apply_fields(TrainConfig(), sections.get("train") or {}, f"{where} train")
     train_cfg = apply_fields(train_cfg, method_train, f"{where} {method}.train")
     train_cfg = apply_fields(train_cfg, train_given, "training settings")
+    if train_cfg.log_dir is not None:  # absolute, as the run's paths: a resume elsewhere logs to the same place
+        train_cfg = apply_fields(train_cfg, {"log_dir": _absolute(train_cfg.log_dir)}, "training settings")
     method_values = _merged(method_values, nest(config_cls, method_given, f"{method} settings"))
     method_cfg = apply_fields(config_cls(), method_values, f"{method} settings")  # validates names
     # absolute paths: the run can be resumed, evaluated and served from any working directory

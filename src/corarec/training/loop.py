@@ -4,6 +4,9 @@ AdamW on the method's trainable weights only (the LLM and the CF model stay froz
 warm-up then cosine decay, gradient clipping, BCE-with-logits on the method's score, validation
 AUC every ``eval_every`` steps, the best weights kept, early stopping with patience, and a
 checkpoint after every validation so that ``--resume`` continues an interrupted run exactly.
+Every validation point of the learning curve (``metrics.json``: ``valid_curve``) records the mean
+training loss and the mean and largest gradient norm of the steps since the previous point; with
+``log_dir`` the same training is written as TensorBoard scalars (:mod:`corarec.utils.tracking`).
 
 The run directory is the one given as ``out``, also on ``--resume`` (the ``out`` recorded in
 ``config.json`` is information only, so a copied run resumes in the copy). One process writes a run
@@ -32,6 +35,7 @@ from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import report, score_rows
 from corarec.utils.io import atomic_dir, load_tensors, read_json, recover_dir, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
+from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 
 CHECKPOINT = "checkpoint"
@@ -68,12 +72,13 @@ def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf:
     """
     out = Path(out)
     if resume:
-        read_run_config(out)  # a clear error before anything is created
+        check_log_dir(read_run_config(out).train.log_dir)  # a clear error before anything is created
         with run_lock(out):
             config = read_run_config(out)  # read again under the lock: what the last writer left
             config.out = str(out.resolve())
             return fit(config, resume=True)
     config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16, **settings)
+    check_log_dir(config.train.log_dir)
     with run_lock(out):  # checked under the lock, so two processes cannot both find it free
         if (out / CONFIG).exists():
             raise CorarecError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -103,32 +108,45 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
     write_run_config(out, config)
     state = TrainState()
     if not run.method.trains or total_steps == 0:
-        return finish_without_training(run, valid_rows, out)
+        with ScalarLog(tc.log_dir) as log:
+            return finish_without_training(run, valid_rows, out, log)
 
     optimizer = torch.optim.AdamW(run.method.trainable_parameters(), lr=tc.lr, betas=tc.betas,
                                   weight_decay=tc.weight_decay)
     if resume:
         state = load_checkpoint(out / CHECKPOINT, run, optimizer)
+    # a resume redoes the steps after the checkpoint: TensorBoard hides what the cut-off attempt logged of them
+    with ScalarLog(tc.log_dir, resume_step=state.step + 1 if resume else None) as log:
+        train_steps(run, train_rows, valid_rows, state, optimizer, total_steps, steps_per_epoch, log)
+    state.finished = True
+    return write_metrics(out, state, run)
 
+
+def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFrame, state: TrainState,
+                optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, log: ScalarLog) -> None:
+    """Optimizer steps from ``state.step`` to ``total_steps`` (or early stopping), validating every ``eval_every``."""
+    config, tc, out = run.config, run.config.train, Path(run.config.out)
     progress = tqdm(total=total_steps, initial=state.step, desc=f"train {config.method}", unit="step")
-    running_loss, losses_since_eval = None, []
+    running_loss, losses_since_eval, norms_since_eval = None, [], []
     started = time.perf_counter() - state.train_seconds
     while state.step < total_steps and not state.stopped_early:
+        step_started = time.perf_counter()
         epoch, position = divmod(state.step, steps_per_epoch)
         order = np.random.default_rng(config.seed + epoch).permutation(len(train_rows))
         rows = train_rows.iloc[order[position * tc.batch_size:(position + 1) * tc.batch_size]]
         batch = run.batcher(rows).to(run.device)
 
+        lr = learning_rate(state.step, total_steps, tc)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(state.step, total_steps, tc)
+            group["lr"] = lr
         run.method.train()
         with run.llm.autocast():
             logits = run.method.score(batch)                                   # [B]
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(run.method.trainable_parameters(), tc.grad_clip)
+        norm = gradient_norm(run.method.trainable_parameters(), tc.grad_clip)  # measured before clipping, then clipped
+        check_finite_gradient(norm, state.step + 1)
         optimizer.step()
         state.step += 1
 
@@ -136,18 +154,19 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
         if not math.isfinite(value):
             raise CorarecError(f"training diverged at step {state.step} (loss {value}); lower --lr")
         losses_since_eval.append(value)
+        norms_since_eval.append(norm)
+        log.scalars(state.step, {"train/loss": value, "train/lr": lr, "train/grad_norm": norm,
+                                 "train/rows_per_second": len(rows) / max(time.perf_counter() - step_started, 1e-9)})
         running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
         progress.update(1)
         progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
 
         if state.step % tc.eval_every == 0 or state.step == total_steps:
             state.train_seconds = time.perf_counter() - started
-            validate(run, valid_rows, state, losses_since_eval, out, optimizer)
-            losses_since_eval = []
+            validate(run, valid_rows, state, losses_since_eval, out, optimizer, norms_since_eval, log)
+            losses_since_eval, norms_since_eval = [], []
             progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
     progress.close()
-    state.finished = True
-    return write_metrics(out, state, run)
 
 
 def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -160,14 +179,18 @@ def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd
     return train_rows, subsample_users(dataset.valid, tc.max_eval_samples, valid_seed)
 
 
-def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer) -> None:
-    """Score the validation rows, keep the best weights, checkpoint, update early stopping."""
+def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer,
+             grad_norms: list[float] = (), log: ScalarLog | None = None) -> None:
+    """Score the validation rows, keep the best weights, checkpoint, update early stopping. ``losses``
+    and ``grad_norms`` are those of the steps since the previous validation (summarised in the curve).
+    Nothing of them needs saving for ``--resume``: a checkpoint is taken right here, when they restart empty."""
     tc = run.config.train
     scores = score_rows(run, valid_rows, desc="validate")
     metrics = report(valid_rows, scores, run.dataset.train)
     auc = metrics["all"]["auc"]
     state.curve.append({"step": state.step, "valid_auc": auc, "train_loss": float(np.mean(losses)) if losses else None,
-                        "seconds": round(state.train_seconds, 1)})
+                        **gradient_summary(list(grad_norms)), "seconds": round(state.train_seconds, 1)})
+    log_validation(log, state.step, metrics)
     if auc is not None and auc > state.best_valid_auc:
         state.best_valid_auc, state.best_step, state.best_valid = auc, state.step, metrics
         state.evals_without_improvement = 0
@@ -179,6 +202,15 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float],
             state.stopped_early = True
     save_checkpoint(out / CHECKPOINT, run, optimizer, state)
     write_metrics(out, state, run)
+
+
+def log_validation(log: ScalarLog | None, step: int, metrics: dict) -> None:
+    """Validation AUC and UAUC (all rows; AUC of warm and cold rows too) as TensorBoard scalars, flushed."""
+    if log is None or not log.enabled:
+        return
+    log.scalars(step, {"valid/auc": metrics["all"]["auc"], "valid/uauc": metrics["all"]["uauc"],
+                       **{f"valid/{part}_auc": metrics[part]["auc"] for part in ("warm", "cold") if part in metrics}})
+    log.flush()
 
 
 def learning_rate(step: int, total_steps: int, tc: TrainConfig) -> float:
@@ -210,14 +242,16 @@ def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
     return metrics
 
 
-def finish_without_training(run: LoadedRun, valid_rows, out: Path) -> dict:
+def finish_without_training(run: LoadedRun, valid_rows, out: Path, log: ScalarLog | None = None) -> dict:
     """Evaluation-only methods (ICL): score validation once and write the run directory."""
     state = TrainState()
     scores = score_rows(run, valid_rows, desc="validate")
     state.best_valid = report(valid_rows, scores, run.dataset.train)
     state.best_valid_auc, state.best_step = state.best_valid["all"]["auc"], 0
     state.finished = True
-    state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "train_loss": None, "seconds": 0.0})
+    state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "train_loss": None, **gradient_summary([]),
+                        "seconds": 0.0})
+    log_validation(log, 0, state.best_valid)
     save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
     return write_metrics(out, state, run)
 
