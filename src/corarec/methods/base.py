@@ -127,7 +127,7 @@ class Method(nn.Module):
         self.prefix_layer = first_layer
         if self.cfg.cache_prefix:
             self.prefix_cache = PrefixCache(self.llm, first_layer, template_id(self.template),
-                                            root=self.cfg.prefix_cache_dir)
+                                            root=self.cfg.prefix_cache_dir, max_gb=self.cfg.prefix_cache_max_gb)
 
     def prefix_hidden(self, batch) -> torch.Tensor | None:
         """Cached hidden states ``[B, T, d]`` entering :attr:`prefix_layer`, or None without a cache."""

@@ -47,6 +47,14 @@ def prefix_cache_dir_field() -> Any:
         Where the prefix cache lives; none = ``<corarec cache dir>/prefix``.""")
 
 
+def prefix_cache_max_gb_field() -> Any:
+    return setting(None, above=0, doc="""
+        Size cap of the prefix cache directory in GB (10⁹ bytes, every LLM and template together): a new entry
+        first deletes the least recently used ones that this run does not read; none =
+        ``$CORAREC_PREFIX_CACHE_MAX_GB``, else 15 (MovieLens-100K's whole train split plus a benchmark's validation
+        and test rows, in bf16 on SmolLM2).""")
+
+
 ANCHORS = ("none", "cf")
 """Values of the ``anchor`` setting (:func:`anchor_field`)."""
 

@@ -25,7 +25,7 @@ import torch
 
 from corarec.llm.model import answer_logits
 from corarec.methods.base import Method
-from corarec.methods.fields import alpha_field, anchor_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
+from corarec.methods.fields import alpha_field, anchor_field, cache_prefix_field, layers_field, prefix_cache_dir_field, prefix_cache_max_gb_field, rank_field, score_mode_field, targets_field
 from corarec.methods.peft_lora import attach_lora, save_adapter
 from corarec.methods.targets import parse_layers
 from corarec.utils.settings import Settings, setting
@@ -45,6 +45,7 @@ class LoRASettings(Settings):
     score_mode: str = score_mode_field()
     cache_prefix: bool = cache_prefix_field()
     prefix_cache_dir: str | None = prefix_cache_dir_field()
+    prefix_cache_max_gb: float | None = prefix_cache_max_gb_field()
 
 
 @dataclass

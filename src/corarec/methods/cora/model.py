@@ -28,7 +28,7 @@ import torch
 from corarec.cf.base import CFBatch, CFModel
 from corarec.llm.model import LLM, answer_logits
 from corarec.methods.base import Method
-from corarec.methods.fields import alpha_field, anchor_field, cache_prefix_field, layers_field, prefix_cache_dir_field, rank_field, score_mode_field, targets_field
+from corarec.methods.fields import alpha_field, anchor_field, cache_prefix_field, layers_field, prefix_cache_dir_field, prefix_cache_max_gb_field, rank_field, score_mode_field, targets_field
 from corarec.methods.cora.generator import CollaborativeWeightsGenerator, GeneratorConfig
 from corarec.methods.cora.injection import CollaborativeInjector
 from corarec.utils.settings import Settings, setting
@@ -51,6 +51,7 @@ class CoRAConfig(Settings):
         training also sees the kind of embedding test-time cold users get.""")
     cache_prefix: bool = cache_prefix_field()
     prefix_cache_dir: str | None = prefix_cache_dir_field()
+    prefix_cache_max_gb: float | None = prefix_cache_max_gb_field()
     anchor: str = anchor_field()
 
 
