@@ -132,12 +132,25 @@ def evaluate(
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write per-row scores to this .csv/.parquet"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    ranking: bool = typer.Option(False, "--ranking", help="Top-k evaluation instead: CF pool re-ranked by the method, per test user (saved to RUN/eval/ranking-test.json)"),
+    k: str = typer.Option("5,10,20", "--k", help="--ranking: cut-offs of Recall@k, NDCG@k, HR@k"),
+    pool: int = typer.Option(100, "--pool", help="--ranking: the CF model's top N catalogue items are re-ranked"),
+    max_users: int = typer.Option(50, "--max-users", help="--ranking: test users drawn (whole users, seed 0; each costs --pool scorings; 0: all)"),
 ) -> None:
-    """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold); saved to RUN/eval/SPLIT.json."""
+    """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold); saved to RUN/eval/SPLIT.json.
+
+    With --ranking: Recall@k, NDCG@k, HR@k and MRR of the CF order, the popularity order and the re-ranked pool."""
     from corarec.evaluation.evaluate import EVAL_DIR, evaluate as evaluate_fn, format_metrics
 
     metrics = evaluate_fn(run=run, data=data, split=split, max_samples=max_samples,
-                          predictions=predictions, batch_size=batch_size, device=device)
+                          predictions=predictions, batch_size=batch_size, device=device, ranking=ranking,
+                          k=k, pool=pool, max_users=max_users)
+    if ranking:
+        from corarec.evaluation.ranking import RANKING_FILE, format_ranking
+
+        typer.echo(format_ranking(metrics, f"top-k evaluation of {run} ({metrics['parts']['all']['users']} test users):"))
+        typer.echo(f"wrote {run / EVAL_DIR / RANKING_FILE}")
+        return
     typer.echo(format_metrics(metrics, f"{split} metrics of {run}:"))
     typer.echo(f"wrote {run / EVAL_DIR / f'{split}.json'}" + (f" and {predictions}" if predictions else ""))
 
@@ -145,7 +158,7 @@ def evaluate(
 @app.command()
 def predict(
     run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
-    input: Path = typer.Option(..., "--input", help=".csv/.tsv/.parquet with user, item (raw ids), optional label, history"),
+    input: Path = typer.Option(..., "--input", help=".csv/.tsv/.parquet with user, item (raw ids), optional label, history, title (of items the dataset does not know)"),
     out: Path = typer.Option(..., "--out", help="Write the scored pairs to this .csv/.parquet"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
@@ -166,7 +179,7 @@ def recommend(
     run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
     user: str = typer.Option(..., "--user", help="User id as in the original data"),
     k: int = typer.Option(10, "-k", "--k", help="How many items to recommend"),
-    candidates: Optional[Path] = typer.Option(None, "--candidates", help="Items to rank: .txt (one id a line) or .csv/.parquet with an item column"),
+    candidates: Optional[Path] = typer.Option(None, "--candidates", help="Items to rank: .txt (one id a line) or .csv/.parquet with an item column (and optionally title, for new items)"),
     pool: int = typer.Option(100, "--pool", help="Without --candidates: the CF model's top N items are re-ranked"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
@@ -218,17 +231,21 @@ def benchmark(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
     retrain_stale: bool = typer.Option(False, "--retrain-stale", help="Rename a run trained with other settings to <dir>.stale-N and train it again (default: stop with an error)"),
+    ranking: bool = typer.Option(False, "--ranking", help="Also the top-k evaluation (as evaluate --ranking) of every LLM method, on the same 50 test users"),
 ) -> None:
     """Train (or reuse) every method per seed; score the same validation and test rows; write the table and plots."""
     from corarec.benchmark import benchmark as benchmark_fn
 
     summary = benchmark_fn(data=data, out=out, methods=methods, preset=preset, seeds=seeds, sample_seed=sample_seed,
                            max_test_samples=max_test_samples, max_valid_samples=max_valid_samples, tune_cf=tune_cf,
-                           llm=llm, device=device, bf16=bf16, retrain_stale=retrain_stale)
+                           llm=llm, device=device, bf16=bf16, retrain_stale=retrain_stale, ranking=ranking)
     typer.echo(summary["table"])
     for note in summary["notes"]:
         typer.echo(note)
-    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'roc.png'}, {out / 'valid_auc.png'}")
+    if ranking:
+        typer.echo(summary["ranking_table"])
+    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'roc.png'}, {out / 'valid_auc.png'}"
+               + (f", {out / 'ndcg_at_k.png'}" if ranking else ""))
 
 
 @app.command()

@@ -19,6 +19,8 @@ CF models are tuned on validation first (lr × weight decay × dim; ``--no-tune-
     OUT/results.json     everything: samples, seeds, every seed's result, the intervals, the CF tuning
     OUT/roc.png          ROC curves of every method on the test rows (first seed)
     OUT/valid_auc.png    validation AUC per training step (LLM methods; CF models as lines)
+    OUT/ndcg_at_k.png    with ``--ranking``: NDCG@k against k (:mod:`corarec.evaluation.ranking`; also a
+                         "Top-k" table in results.md and ``topk_*`` columns in results.csv)
     OUT/runs/<method>/seed-N/   a method's run for training seed N (``runs/<method>/`` for one that
                          runs once), with ``benchmark.json`` (spec, rows, result) and ``test_scores.csv``
     OUT/runs/<cf>/tuning/       the CF model's tuning (:mod:`corarec.benchmark.tune`)

@@ -1,5 +1,5 @@
 """The benchmark's plots: ROC curves on the test rows, validation AUC per training step (each method's
-first training seed; the table gives the spread over seeds)."""
+first training seed; the table gives the spread over seeds) and, with ``--ranking``, NDCG@k against k."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corarec.benchmark.plan import CF_LABELS
 from corarec.benchmark.report import format_metric
 from corarec.utils.io import atomic_path
 
@@ -55,6 +56,38 @@ def plot_valid_curves(path: Path, results: list[dict]) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="training step (LLM methods)", ylabel="validation AUC",
            title="Validation AUC during training (horizontal: methods without LLM steps)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save_figure(fig, path)
+
+
+def plot_ndcg_at_k(path: Path, ranking: dict) -> None:
+    """``benchmark --ranking``: NDCG@k against k (all test users of the top-k evaluation) of every
+    method's re-ranked pool (solid), each CF model's pool in its own order (dashed) and popularity
+    (dotted), averaged over the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = ranking["k"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    methods = ranking["methods"]
+    curves = [("popularity", methods[0]["parts"]["all"]["popularity"], ":", "grey")] if methods else []
+    shown_cf = set()
+    for index, method in enumerate(methods):
+        part = method["parts"]["all"]
+        if part["cf"] is not None and method["pool_from"] not in shown_cf:
+            shown_cf.add(method["pool_from"])
+            label = CF_LABELS.get(method["pool_from"], method["pool_from"])
+            curves.append((f"{label} (its pool, CF order)", part["cf"], "--", _color(len(methods) + len(shown_cf))))
+        curves.append((f"{method['label']} (re-ranked)", part["reranked"], "-", _color(index)))
+    for label, metrics, style, color in curves:
+        ax.plot(ks, [metrics[f"ndcg@{k}"] for k in ks], marker="o", markersize=3, linestyle=style, color=color,
+                label=label)
+    ax.set_xticks(ks)
+    ax.set(xlabel="k", ylabel="NDCG@k", title=f"Top-k on {methods[0]['parts']['all']['users'] if methods else 0} "
+           f"test users (pool {ranking['pool']}; mean over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     _save_figure(fig, path)

@@ -29,12 +29,62 @@ def result_row(record: dict) -> dict[str, Any]:
 
 
 def write_results_csv(path: Path, summary: dict) -> None:
-    """``results.csv``: the table's rows, unformatted, plus GAUC, the test-row count and the runs."""
+    """``results.csv``: the table's rows, unformatted, plus GAUC, the test-row count and the runs (and
+    with ``--ranking`` each re-ranking method's top-k metrics of all users: ``topk_ndcg@10``, ...)."""
+    ranked = {m["name"]: m["parts"]["all"] for m in (summary.get("ranking") or {}).get("methods", [])}
     frame = pd.DataFrame([{**result_row(r), "name": r["name"], "gauc": r["gauc"], "test_rows": r["test_rows"],
-                           "run": ";".join(str(run) for run in r["runs"] if run)} for r in summary["methods"]])
-    metrics = [c for c in frame.columns if "auc" in c]
+                           "run": ";".join(str(run) for run in r["runs"] if run), **_topk_columns(ranked.get(r["name"]))}
+                          for r in summary["methods"]])
+    metrics = [c for c in frame.columns if "auc" in c or c.startswith("topk_")]
     frame[metrics] = frame[metrics].astype(float).round(4)
     write_table(path, frame)
+
+
+def _topk_columns(part: dict | None) -> dict[str, float | None]:
+    """The re-ranked list's metrics and the pool's share of targets, as ``topk_*`` columns (none without)."""
+    if part is None:
+        return {}
+    return {"topk_targets_in_pool": part["targets_in_pool"],
+            **{f"topk_{name}": value for name, value in (part["reranked"] or {}).items()}}
+
+
+def format_ranking_table(ranking: dict) -> str:
+    """The "Top-k" markdown table of ``benchmark --ranking``: the popularity order, each CF model's pool
+    in its own order, and every method's re-ranked pool (all users; NDCG of warm and cold users apart)."""
+    from corarec.benchmark.plan import CF_LABELS
+
+    ks, methods = ranking["k"], ranking["methods"]
+    if not methods:
+        return "(no method that re-ranks: the top-k table needs an LLM method)"
+    middle = 10 if 10 in ks else ks[0]
+    names = [f"{m}@{k}" for k in ks for m in ("Recall", "NDCG", "HR")] + ["MRR"]
+    header = ("| List | pool | users (warm / cold) | targets in pool | " + " | ".join(names)
+              + f" | NDCG@{middle} warm | NDCG@{middle} cold |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+
+    def row(label: str, pool: str, parts: dict, order: str, share: bool) -> str:
+        every, warm, cold = parts["all"], parts["warm"], parts["cold"]
+        cells = [label, pool, f"{every['users']} ({warm['users']} / {cold['users']})",
+                 _percent(every["targets_in_pool"]) if share else "–"]
+        cells += [format_metric(every[order][name.lower()]) for name in names]
+        cells += [format_metric((p[order] or {}).get(f"ndcg@{middle}")) if p["users"] else "–" for p in (warm, cold)]
+        return "| " + " | ".join(cells) + " |"
+
+    lines.append(row("Popularity", "–", methods[0]["parts"], "popularity", False))
+    shown_cf = set()
+    for method in methods:
+        if method["parts"]["all"]["cf"] is not None and method["pool_from"] not in shown_cf:
+            shown_cf.add(method["pool_from"])
+            label = CF_LABELS.get(method["pool_from"], method["pool_from"])
+            lines.append(row(f"{label} (its pool, CF order)", label, method["parts"], "cf", True))
+    for method in methods:
+        pool = CF_LABELS.get(method["pool_from"], method["pool_from"])
+        lines.append(row(f"{method['label']} (re-ranked)", pool, method["parts"], "reranked", True))
+    return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f} %"
 
 
 def format_table(summary: dict) -> str:
@@ -88,7 +138,33 @@ def format_markdown(summary: dict) -> str:
         "",
         "![Validation AUC per step](valid_auc.png)",
         "",
+        *(_ranking_section(summary) if summary.get("ranking") else []),
     ])
+
+
+def _ranking_section(summary: dict) -> list[str]:
+    """``results.md``'s "Top-k" section (``--ranking``)."""
+    ranking = summary["ranking"]
+    seconds = sum(sum(m["seconds"]) for m in ranking["methods"])
+    return [
+        "## Top-k",
+        "",
+        f"Test users with a liked test item: up to {ranking['max_users']}, drawn with sample seed {ranking['seed']}; the "
+        f"catalogue is every item outside the user's train and valid rows; the prompt history and CF fold-in are "
+        f"the user's likes before their first test row. The CF model pre-selects its top {ranking['pool']} "
+        "items (a method without one: the most popular), which the method re-ranks (as `corarec recommend`). "
+        "Each list is at most the pool long; targets outside it count as misses (\"targets in pool\": the "
+        "ceiling of the re-ranked recall). Ties count as the mean over their orders; means over users "
+        "and over the training seeds.",
+        "",
+        summary["ranking_table"],
+        "",
+        f"- Top-k evaluation time: {format_seconds(seconds)} (stored evaluations of reused runs count their "
+        "original time).",
+        "",
+        "![NDCG@k against k](ndcg_at_k.png)",
+        "",
+    ]
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -70,15 +70,31 @@ EVAL_DIR = "eval"
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
              max_samples: int | None = None, predictions: str | Path | None = None,
-             batch_size: int | None = None, device: str | None = None) -> dict:
+             batch_size: int | None = None, device: str | None = None, ranking: bool = False,
+             k: str | list[int] = "5,10,20", pool: int = 100, max_users: int | None = 50) -> dict:
     """Score a split with a trained run; the print-ready metrics, also saved to ``RUN/eval/<split>.json``.
 
     ``max_samples`` keeps whole users (seeded by the run's seed) so UAUC stays meaningful.
     ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair. Every option is
     checked before the run is loaded; the training's ``metrics.json`` is never written.
+
+    ``ranking``: the top-k evaluation of the test split instead
+    (:func:`corarec.evaluation.ranking.evaluate_ranking` with ``k``, ``pool``, ``max_users``),
+    saved to ``RUN/eval/ranking-test.json``.
     """
     from corarec.training.runs import load_run
 
+    if ranking:
+        from corarec.evaluation.ranking import evaluate_ranking
+
+        for name, value, default in (("--split", split, "test"), ("--max-samples", max_samples, None),
+                                     ("--predictions", predictions, None)):
+            if value != default:
+                raise CorarecError(f"{name} does not apply to --ranking (the top-k evaluation ranks test "
+                                   "users; --max-users sets how many)")
+        check_option(TrainConfig, "eval_batch_size", batch_size, "--batch-size")
+        return evaluate_ranking(run, data=data, k=k, pool=pool, max_users=max_users, batch_size=batch_size,
+                                device=device)
     if split not in SPLITS:
         raise CorarecError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
     if max_samples is not None and max_samples < 1:

@@ -62,21 +62,32 @@ class PromptBatcher:
         self.max_history = max_history
         self.cf_history_len = cf_history_len
 
-    def prompt(self, history: list[int], item: int) -> str:
-        """The prompt text for one row (history = item ids, oldest first)."""
+    def prompt(self, history: list[int], item: int, title: str | None = None) -> str:
+        """The prompt text for one row (history = item ids, oldest first). An item unknown to the
+        dataset (``item`` < 0) is named by ``title`` when given, else "an unknown <noun>"; a known
+        item always reads its dataset title."""
         liked = [self.titles[i] for i in history[-self.max_history:]]
-        target = self.titles[item] if item >= 0 else "an unknown " + self.item_noun
+        if item >= 0:
+            target = self.titles[item]
+        else:
+            target = title if title else "an unknown " + self.item_noun
         return build_prompt(liked, target, self.item_noun, template=self.template, max_history=self.max_history)
+
+    def prompts(self, rows: pd.DataFrame) -> list[str]:
+        """The prompt of every row (``history``, ``item_id`` and an optional ``title`` column, read
+        only for items unknown to the dataset; empty cells there are None or NaN)."""
+        titles = rows["title"].tolist() if "title" in rows else [None] * len(rows)
+        return [self.prompt(list(h), int(i), t if isinstance(t, str) else None)
+                for h, i, t in zip(rows["history"], rows["item_id"].to_numpy(), titles)]
 
     def token_lengths(self, rows: pd.DataFrame) -> np.ndarray:
         """``[N]`` prompt length in tokens of each row (scoring batches rows of similar length together)."""
-        prompts = [self.prompt(list(h), int(i)) for h, i in zip(rows["history"], rows["item_id"].to_numpy())]
-        return np.array([len(ids) for ids in self.tokenizer(prompts)["input_ids"]], dtype=np.int64)
+        return np.array([len(ids) for ids in self.tokenizer(self.prompts(rows))["input_ids"]], dtype=np.int64)
 
     def __call__(self, rows: pd.DataFrame) -> Batch:
         histories = [list(h) for h in rows["history"]]
         items = rows["item_id"].to_numpy()
-        prompts = [self.prompt(h, int(i)) for h, i in zip(histories, items)]
+        prompts = self.prompts(rows)
         tokens = self.tokenizer(prompts, return_tensors="pt", padding=True)
         cf = CFBatch(
             users=torch.tensor(rows["user_id"].to_numpy(), dtype=torch.long),     # [B]

@@ -22,14 +22,15 @@ PAIR_COLUMNS = ("user", "item")
 
 def pair_records(pairs: Any, where: str = "pairs") -> list[dict[str, Any]]:
     """Validate pairs (a DataFrame, or a list of ``(user, item[, history])`` tuples or dicts) into
-    dicts with ``user``, ``item`` as the dataset's string keys, plus ``label`` (0/1) and ``history``
-    (list of raw ids, or None) when the input has them. Errors name the 1-based row."""
+    dicts with ``user``, ``item`` as the dataset's string keys, plus ``label`` (0/1), ``history``
+    (list of raw ids, or None) and ``title`` (the text of an item the dataset does not know, or
+    None) when the input has them. Errors name the 1-based row."""
     if isinstance(pairs, pd.DataFrame):
         missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
         if missing:
             raise CorarecError(f"{where}: missing column(s) {', '.join(missing)}; "
                                f"found {', '.join(map(str, pairs.columns))}")
-        keep = [c for c in ("user", "item", "label", "history") if c in pairs.columns]
+        keep = [c for c in ("user", "item", "label", "history", "title") if c in pairs.columns]
         pairs = pairs[keep].to_dict("records")
     out = []
     for n, pair in enumerate(pairs, start=1):
@@ -48,6 +49,8 @@ def pair_records(pairs: Any, where: str = "pairs") -> list[dict[str, Any]]:
             record["label"] = _label(pair["label"], f"{where}: row {n}")
         if "history" in pair:
             record["history"] = _history(pair["history"], f"{where}: row {n}")
+        if "title" in pair:
+            record["title"] = item_title(pair["title"], f"{where}: row {n}")
         out.append(record)
     if not out:
         raise CorarecError(f"{where}: no pairs to score")
@@ -70,8 +73,36 @@ def normalise_id(value: Any) -> str | None:
     return text or None
 
 
-def read_candidates(path: str | Path) -> list[str]:
-    """Raw item ids from a ``.txt`` (one per line), ``.csv`` or ``.parquet`` (``item`` column)."""
+def candidate_records(candidates: Any, where: str = "candidates") -> list[dict[str, Any]]:
+    """Candidates (raw ids, or ``{"item": id, "title": text}`` dicts for items the dataset may not
+    know) → ``{"item": key, "title": text or None}`` dicts. Errors name the 1-based position."""
+    out = []
+    for n, candidate in enumerate(candidates, start=1):
+        if isinstance(candidate, dict):
+            unknown = set(candidate) - {"item", "title"}
+            if "item" not in candidate or unknown:
+                raise CorarecError(f"{where}: item {n}: expected an id or {{'item': .., 'title': ..}}, got {candidate!r}")
+            key, title = normalise_id(candidate["item"]), item_title(candidate.get("title"), f"{where}: item {n}")
+        else:
+            key, title = normalise_id(candidate), None
+        if key is None:
+            raise CorarecError(f"{where}: item {n} is empty")
+        out.append({"item": key, "title": title})
+    return out
+
+
+def item_title(value: Any, where: str) -> str | None:
+    """An item's title as given by a user: text (surrounding spaces removed), or None when empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if not isinstance(value, str):
+        raise CorarecError(f"{where}: title must be text, got {value!r}")
+    return value.strip() or None
+
+
+def read_candidates(path: str | Path) -> list[Any]:
+    """Raw item ids from a ``.txt`` (one per line), ``.csv`` or ``.parquet`` (``item`` column). A table
+    with a ``title`` column gives ``{"item", "title"}`` dicts instead (titles name new items)."""
     path = Path(path)
     if not path.is_file():
         raise CorarecError(f"{path}: candidates file not found")
@@ -80,6 +111,12 @@ def read_candidates(path: str | Path) -> list[str]:
         if "item" not in frame:
             raise CorarecError(f"{path}: needs an 'item' column; found {', '.join(map(str, frame.columns))}")
         raw = frame["item"].tolist()
+        if "title" in frame:
+            titles = frame["title"].astype(object).where(frame["title"].notna(), None).tolist()
+            records = [{"item": item, "title": title} for item, title in zip(raw, titles)]
+            if not records:
+                raise CorarecError(f"{path}: no candidate items")
+            return candidate_records(records, str(path))
     else:
         raw = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     ids = []

@@ -2,8 +2,10 @@
 
 Input: a table :func:`corarec.data.raw.read_table` reads (``.csv`` or ``.tsv``, optionally gzipped, or
 ``.parquet``, as ``prepare custom`` takes) with columns ``user`` and ``item`` (the dataset's original ids),
-optionally ``label`` (0/1) and ``history`` (raw item ids liked by an unknown user: a list in
-parquet, space- or ``|``-separated text in CSV). Output: the same rows, in order, with ``logit``,
+optionally ``label`` (0/1), ``history`` (raw item ids liked by an unknown user: a list in
+parquet, space- or ``|``-separated text in CSV) and ``title`` (the text of an item the dataset does
+not know: the prompt names the item by it instead of "an unknown <noun>"; a known item keeps its
+dataset title, and an empty cell means no title). Output: the same rows, in order, with ``logit``,
 ``probability`` (of "Yes"), and the flags ``cold`` / ``cold_user`` / ``cold_item`` (the user or item
 did not occur in train and was scored with a cold-start embedding). Unknown users and items are
 scored, never dropped. A malformed row is an error naming its 1-based row number (CSV line = row + 1).

@@ -20,7 +20,7 @@ def recommend(run: str | Path, user: str, k: int = 10, candidates: str | Path | 
     (see :meth:`~corarec.serving.recommender.Recommender.recommend`).
 
     ``candidates`` is a file of raw item ids: one per line (``.txt``), or a ``.csv``/``.parquet``
-    table with an ``item`` column.
+    table with an ``item`` column and optionally a ``title`` column (names items the dataset does not know).
     """
     ids = read_candidates(candidates) if candidates is not None else None
     check_k_pool(k, pool, ids is not None)  # before the slow part: loading the model

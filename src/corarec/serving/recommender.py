@@ -11,7 +11,9 @@ and handles everyone:
 - an **unknown user** (not in the dataset) is scored with the CF model's cold-start (fold-in)
   embedding, built from the ``history`` passed with the request, if any;
 - an **unknown item** is scored with the CF model's fallback item embedding (the mean train item)
-  and the placeholder title "an unknown <noun>";
+  and, in the prompt, the ``title`` given with it (a pair's ``title``, a candidate's
+  ``{"item", "title"}``), else the placeholder "an unknown <noun>". A known item always reads its
+  dataset title;
 - ``cold`` flags a row whose user or item did not occur in train (the same warm/cold split as the
   evaluation), i.e. a row that reads a cold-start embedding. Nothing is ever dropped.
 
@@ -35,7 +37,7 @@ import torch
 
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import score_rows
-from corarec.serving.pairs import check_k_pool, normalise_id, pair_records
+from corarec.serving.pairs import candidate_records, check_k_pool, normalise_id, pair_records
 
 
 @dataclass
@@ -77,17 +79,19 @@ class Recommender:
 
     # ----- the two public calls ----------------------------------------------------------------
     def score(self, pairs: Any) -> pd.DataFrame:
-        """Score ``pairs``: a DataFrame with ``user``, ``item`` (raw ids; optional ``label`` and
-        ``history`` = list of raw item ids for an unknown user), or a list of ``(user, item)``
-        tuples / ``{"user", "item"}`` dicts. Returns one row per pair, in order: user, item,
-        [label], logit, probability, cold, cold_user, cold_item."""
+        """Score ``pairs``: a DataFrame with ``user``, ``item`` (raw ids; optional ``label``,
+        ``history`` = list of raw item ids for an unknown user, and ``title`` = the text of an item
+        the dataset does not know), or a list of ``(user, item)`` tuples / ``{"user", "item"}``
+        dicts. Returns one row per pair, in order: user, item, [label], logit, probability, cold,
+        cold_user, cold_item."""
         rows = self.resolve(pair_records(pairs))
         return self.scored(rows, self.logits(rows))
 
     def recommend(self, user: Any, k: int = 10, candidates: Sequence[Any] | None = None, pool: int = 100,
                   history: Sequence[Any] | None = None, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-``k`` items for raw user id ``user``: rank, item, title, logit, probability (and
-        ``cf_logit`` when the CF model pre-selected the pool). ``candidates`` (raw item ids) limits
+        ``cf_logit`` when the CF model pre-selected the pool). ``candidates`` (raw item ids, or
+        ``{"item": id, "title": text}`` dicts, which may name items the dataset does not know) limits
         the choice; otherwise the CF model's top ``pool`` items are re-ranked. Items the user
         interacted with are left out unless ``exclude_seen`` is False. ``history`` (raw item ids)
         stands in for the dataset's history, e.g. for an unknown user."""
@@ -139,21 +143,49 @@ class Recommender:
         check_k_pool(k, pool, candidates is not None)
         state = self.user_state(user, history)
         if candidates is not None:
-            items = list(dict.fromkeys(self.item_list(candidates, "candidates")))
+            raw, items, titles = self.candidate_items(candidates)
         else:
             items = list(range(self.dataset.n_items))
+            raw, titles = self.item_raw[items].tolist(), [self.titles[i] for i in items]
         if exclude_seen:
-            items = [i for i in items if i not in state.seen]
-        rows = pd.DataFrame({"user": normalise_id(user), "item": self.item_raw[items] if items else [],
-                             "user_id": state.user_id, "item_id": np.asarray(items, dtype=np.int64)})
+            keep = [n for n, i in enumerate(items) if i not in state.seen]
+            raw, items, titles = [raw[n] for n in keep], [items[n] for n in keep], [titles[n] for n in keep]
+        return self.pool_rows(state, normalise_id(user), raw, items, titles, None if candidates is not None else pool)
+
+    def candidate_items(self, candidates: Sequence[Any]) -> tuple[list[str], list[int], list[str]]:
+        """Raw keys, internal ids (-1: unknown to the dataset) and titles of ``candidates``, each
+        once. An unknown item needs a title (``{"item", "title"}``); a known one keeps its own."""
+        raw, items, titles, listed = [], [], [], set()
+        for n, candidate in enumerate(candidate_records(candidates), start=1):
+            if candidate["item"] in listed:
+                continue
+            listed.add(candidate["item"])
+            item_id = self.item_ids.get(candidate["item"], -1)
+            if item_id < 0 and candidate["title"] is None:
+                raise CorarecError(f"candidates: item {n} ({candidate['item']!r}) is not an item of dataset "
+                                   f"'{self.dataset.name}' (give a new item with its title)")
+            raw.append(candidate["item"])
+            items.append(item_id)
+            titles.append(self.titles[item_id] if item_id >= 0 else candidate["title"])
+        return raw, items, titles
+
+    def pool_rows(self, state: UserState, user: str, raw: list[str], items: list[int], titles: list[str],
+                  pool: int | None) -> pd.DataFrame:
+        """The rows to re-rank for one user: every given item, or with ``pool`` the ``pool`` best by
+        :meth:`prior_scores` (the CF model's; ``cf_logit`` is kept then, as it is for every item
+        when the CF model scores them all). Each row's history is ``state.history``, the row's own
+        item left out. :meth:`candidates` and the top-k evaluation
+        (:mod:`corarec.evaluation.ranking`) both build their rows here."""
+        rows = pd.DataFrame({"user": user, "item": pd.Series(raw, dtype=object), "user_id": state.user_id,
+                             "item_id": np.asarray(items, dtype=np.int64), "title": pd.Series(titles, dtype=object)})
         rows["history"] = [_without(state.history, i) for i in rows["item_id"]]
-        if candidates is None and len(rows) > pool:
+        if pool is not None and len(rows) > pool:
             prior = self.prior_scores(state, rows["item_id"].to_numpy())
             keep = np.argsort(-prior, kind="stable")[:pool]
             rows = rows.iloc[keep].reset_index(drop=True)
             if self.cf is not None:
                 rows["cf_logit"] = prior[keep]
-        elif candidates is None and self.cf is not None:
+        elif pool is not None and self.cf is not None:
             rows["cf_logit"] = self.prior_scores(state, rows["item_id"].to_numpy())
         rows["cold_user"] = state.cold
         rows["cold_item"] = [int(i) not in self.train_items for i in rows["item_id"]]
@@ -168,6 +200,7 @@ class Recommender:
         from corarec.cf.base import CFBatch, history_tensor
 
         device = self.run.device
+        items = np.array(items, dtype=np.int64)  # a writable copy (pandas may hand out read-only arrays)
         history = history_tensor([state.history], self.cf.max_len).to(device)  # [1, L]: what the CF model reads
         out = np.empty(len(items), dtype=np.float64)
         for start in range(0, len(items), chunk):
@@ -183,8 +216,9 @@ class Recommender:
         scores in eval mode and restores the method's mode), its progress bar optional so that a
         server's log stays quiet."""
         if not isinstance(rows, pd.DataFrame):
-            rows = pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "history"])
-        rows = rows[["user_id", "item_id", "history"]].reset_index(drop=True)
+            titled = any("title" in r for r in rows)
+            rows = pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "history"] + ["title"] * titled)
+        rows = rows[[c for c in ("user_id", "item_id", "history", "title") if c in rows]].reset_index(drop=True)
         return score_rows(self.run, rows, self.batch_size, desc="scoring", progress=self.progress)
 
     def scored(self, rows: list[dict[str, Any]], logits: Sequence[float]) -> pd.DataFrame:
@@ -204,7 +238,7 @@ class Recommender:
         out = pd.DataFrame({
             "rank": np.arange(1, len(top) + 1),
             "item": top["item"].to_numpy(),
-            "title": [self.titles[i] for i in top["item_id"]],
+            "title": top["title"].tolist() if "title" in top else [self.titles[i] for i in top["item_id"]],
             "logit": np.asarray(logits, dtype=np.float64)[order],
         })
         out["probability"] = sigmoid(out["logit"].to_numpy())

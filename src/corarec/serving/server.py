@@ -4,6 +4,10 @@ Endpoints (OpenAPI documentation at ``/docs``)::
 
     POST /score      {"pairs": [{"user": "196", "item": "242"}, ...]}  → logits and probabilities
     POST /recommend  {"user": "196", "k": 10, "candidates": ["242", ...]}  → top-k items with titles
+
+An item the dataset does not know is scored from its text when it comes with a title:
+``{"user": "196", "item": "new-1", "title": "..."}`` in ``/score``, ``{"item": "new-1", "title": "..."}``
+among the ``candidates`` of ``/recommend``.
     GET  /health     {"status": "ok"} once the model is loaded
     GET  /info       method, LLM, CF model, dataset, the run's metrics, serving settings
 
@@ -68,6 +72,8 @@ class ServeSettings:
     """Largest request body in bytes (1 MiB); a larger one is refused with 413 before it is parsed."""
     max_id_length: int = 256
     """Longest id string accepted."""
+    max_title_length: int = 500
+    """Longest title (of an item the dataset does not know) accepted."""
 
     def __post_init__(self) -> None:
         """Check every field's type and range (one line naming the option on a bad value)."""
@@ -116,6 +122,9 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], ...]:
         history: Optional[list[RawId]] = Field(
             None, max_length=s.max_history,
             description="Item ids the user liked, oldest first; replaces the dataset's history (for a new user)")
+        title: Optional[str] = Field(None, max_length=s.max_title_length,
+                                     description="The item's title, used in the prompt when the dataset does "
+                                                 "not know the item (a known item keeps its own)")
 
     class ScoreRequest(BaseModel):
         model_config = strict
@@ -131,12 +140,19 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], ...]:
     class ScoreResponse(BaseModel):
         scores: list[ScoredPair]
 
+    class Candidate(BaseModel):
+        model_config = strict
+        item: RawId = Field(description="Item id; one the dataset does not know is scored from its title")
+        title: Optional[str] = Field(None, max_length=s.max_title_length,
+                                     description="The item's title (used when the dataset does not know the item)")
+
     class RecommendRequest(BaseModel):
         model_config = strict
         user: RawId
         k: StrictInt = Field(10, ge=1, le=s.max_k)
-        candidates: Optional[list[RawId]] = Field(None, min_length=1, max_length=s.max_candidates,
-                                                  description="Item ids to rank; default: the CF model's top `pool`")
+        candidates: Optional[list[Union[RawId, Candidate]]] = Field(
+            None, min_length=1, max_length=s.max_candidates,
+            description="Item ids (or {item, title} for new items) to rank; default: the CF model's top `pool`")
         pool: StrictInt = Field(100, ge=1, le=s.max_candidates, description="CF pre-selection size without candidates")
         history: Optional[list[RawId]] = Field(None, max_length=s.max_history,
                                                description="Item ids the user liked, oldest first (for a new user)")
@@ -210,13 +226,15 @@ def create_app(run: str | Path | Recommender, data: str | Path | None = None, de
         """Top-k items for a user, leaving out items the user already interacted with."""
         if request.candidates is None and request.pool < request.k:
             raise _unprocessable(f"pool ({request.pool}) must be at least k ({request.k})", "pool")
+        candidates = None if request.candidates is None else [
+            c.model_dump(exclude_none=True) if isinstance(c, BaseModel) else c for c in request.candidates]
         try:
             state = recommender.user_state(request.user, request.history)
-            rows = await batcher.run(recommender.candidates, request.user, request.k, request.candidates,
+            rows = await batcher.run(recommender.candidates, request.user, request.k, candidates,
                                      request.pool, request.history)
         except CorarecError as e:
             raise _unprocessable(e, "candidates" if request.candidates else "user")
-        logits = await batcher.submit(rows[["user_id", "item_id", "history"]].to_dict("records"))
+        logits = await batcher.submit(rows[["user_id", "item_id", "history", "title"]].to_dict("records"))
         ranked = recommender.ranked(rows, logits, request.k)
         return {"user": str(request.user), "cold": state.cold, "items": ranked.to_dict("records")}
 
