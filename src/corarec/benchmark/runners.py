@@ -117,6 +117,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     from corarec.utils.io import recover_dir
     from corarec.training.runs import CONFIG, is_finished, load_run
     from corarec.training.loop import CHECKPOINT, train
+    from corarec.utils import distributed
 
     run = run_dir(bench.runs, entry, seed)
     cf = run_dir(bench.runs, parse_entry(entry.cf), seed) if entry.cf else None
@@ -148,6 +149,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
               seed=seed, device=bench.device, bf16=bench.bf16, **samples, **anchor)
     loaded = load_run(run, device=bench.device)
+    distributed.start(loaded.device)  # under a launcher the processes share the scoring (no-op otherwise)
     scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")
     metrics = read_json(run / "metrics.json")
     curve = [(c["step"], c["valid_auc"]) for c in metrics.get("valid_curve", []) if c.get("valid_auc") is not None]

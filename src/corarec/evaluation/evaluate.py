@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from corarec.training.config import TrainConfig
+from corarec.utils import distributed
 from corarec.data.sampling import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
@@ -38,6 +39,11 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
     Rows are batched in order of prompt length (shortest first), so a batch pads its prompts to
     nearly their own length instead of the longest of a random mix (~15 % fewer tokens on
     MovieLens-100K); the scores come back in the order of ``rows``.
+
+    Under a launcher with several processes (:mod:`corarec.utils.distributed`) every process calls
+    this with the same rows: the batches (the same ones as in a single process) are dealt out in
+    turn, each process scores its own, and every process gets back every row's score exactly once,
+    in the order of ``rows`` — the scores of a single process.
     """
     method = run.method
     batch_size = batch_size or run.config.train.eval_batch_size
@@ -45,9 +51,10 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
     method.eval()
     scores = np.empty(len(rows), dtype=np.float32)
     order = np.argsort(run.batcher.token_lengths(rows), kind="stable") if len(rows) > batch_size else np.arange(len(rows))
-    starts = range(0, len(rows), batch_size)
+    starts = range(distributed.rank() * batch_size, len(rows), distributed.world_size() * batch_size)  # this process's
     try:
-        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress or len(starts) < 2):
+        shown = progress and distributed.is_main() and len(starts) >= 2
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not shown):
             picked = order[start:start + batch_size]                               # [b] positions in rows
             batch = run.batcher(rows.iloc[picked]).to(run.device)
             with run.llm.autocast():
@@ -55,7 +62,25 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
             scores[picked] = logits.float().cpu().numpy()
     finally:
         method.train(was_training)
+    if distributed.active():
+        scores = gathered_scores(scores, [order[start:start + batch_size] for start in starts])
     return scores
+
+
+def gathered_scores(scores: np.ndarray, mine: list[np.ndarray]) -> np.ndarray:
+    """Every process's ``scores [N]`` at the positions it scored (``mine``: one array per batch),
+    gathered into one ``[N]`` on every process; a position scored by no process or by two is an error."""
+    positions = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+    found = distributed.gather((positions, scores[positions]))
+    merged = np.empty_like(scores)
+    times = np.zeros(len(scores), dtype=np.int64)
+    for where, values in found:
+        merged[where] = values
+        np.add.at(times, where, 1)
+    if not (times == 1).all():
+        raise RuntimeError(f"distributed scoring: {int((times == 0).sum())} row(s) scored by no process and "
+                           f"{int((times > 1).sum())} by several")
+    return merged
 
 
 def report(rows: pd.DataFrame, scores: np.ndarray, train: pd.DataFrame) -> dict:
@@ -76,7 +101,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
 
     ``max_samples`` keeps whole users (seeded by the run's seed) so UAUC stays meaningful.
     ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair. Every option is
-    checked before the run is loaded; the training's ``metrics.json`` is never written.
+    checked before the run is loaded; the training's ``metrics.json`` is never written. Under a
+    launcher with several processes the rows are scored in parallel and the main process writes.
 
     ``ranking``: the top-k evaluation of the test split instead
     (:func:`corarec.evaluation.ranking.evaluate_ranking` with ``k``, ``pool``, ``max_users``),
@@ -103,17 +129,20 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         check_predictions_path(predictions)
     check_option(TrainConfig, "eval_batch_size", batch_size, "--batch-size")
     loaded = load_run(run, data=data, device=device)
+    distributed.start(loaded.device)  # under a launcher: the processes share the rows (no-op otherwise)
     cfg = loaded.config
     rows = subsample_users(loaded.dataset.splits[split], max_samples, cfg.seed)
     scores = score_rows(loaded, rows, batch_size, desc=split)
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
 
-    if predictions is not None:
-        write_predictions(predictions, rows, scores, loaded.dataset)
-    write_json(Path(run) / EVAL_DIR / f"{split}.json",
-               {"split": split, "data": str(loaded.config.data), **metrics,
-                "predictions": str(predictions) if predictions is not None else None})
+    if distributed.is_main():  # every process holds every score; one writes
+        if predictions is not None:
+            write_predictions(predictions, rows, scores, loaded.dataset)
+        write_json(Path(run) / EVAL_DIR / f"{split}.json",
+                   {"split": split, "data": str(loaded.config.data), **metrics,
+                    "predictions": str(predictions) if predictions is not None else None})
+    distributed.barrier()  # the files are there when any process returns
     return metrics
 
 

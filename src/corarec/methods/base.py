@@ -81,6 +81,9 @@ class Method(nn.Module):
         # the CF anchor's weight γ (trained, saved with the method's weights); None: not anchored
         self.anchor_gamma = nn.Parameter(torch.ones((), device=llm.device)) if self.anchors(cfg) else None
         self._frozen_scores: dict[tuple, torch.Tensor] = {}
+        self.row_draws: RowDraws | None = None
+        """Set by the training loop for a step whose rows are split (processes, accumulation): the
+        step's per-row random draws; None: a batch draws for itself."""
 
     @staticmethod
     def anchors(cfg: Any) -> bool:
@@ -114,10 +117,13 @@ class Method(nn.Module):
 
     def fold_in_rows(self, batch, fraction: float) -> torch.Tensor | None:
         """In training mode, a random ``fraction`` of the rows ``[B]`` (bool) that read the CF model's
-        fold-in (cold-start) user embedding instead of their own; None otherwise."""
+        fold-in (cold-start) user embedding instead of their own; None otherwise. Each row's draw is
+        its place in the training step's rows (:attr:`row_draws`), not the process scoring it."""
         if not self.training or fraction <= 0:
             return None
-        return torch.rand(len(batch), device=batch.input_ids.device) < fraction  # [B]
+        if self.row_draws is None:
+            return torch.rand(len(batch), device=batch.input_ids.device) < fraction  # [B]
+        return self.row_draws.take(len(batch), batch.input_ids.device) < fraction  # [B]
 
     def init_prefix_cache(self, first_layer: int) -> None:
         """Layers below ``first_layer`` (the lowest adapted layer) are the frozen LLM reading the
@@ -211,6 +217,32 @@ class Method(nn.Module):
 
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
+
+
+class RowDraws:
+    """The uniform random draws of the rows of one training step, made once for all of its rows.
+
+    When a step's rows are split — between processes (DDP), between accumulation micro-batches —
+    every part reads the draws of its own rows: :attr:`offset` is where its rows start among the
+    step's ``total``. Every process draws the same ``total`` values from the same seeded generator
+    state, so row ``k`` of a step gets the same draw however many processes and micro-batches share
+    the step, and with one part of all the rows it is ``torch.rand(total)``, as a batch drawing for itself.
+    (Dropout draws per process: when it is on and a step is split unevenly, the processes' generators
+    drift apart; every row's draw is still uniform, only no longer the one of a single process.)
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+        self.offset = 0
+        self._values: torch.Tensor | None = None
+
+    def take(self, n: int, device: torch.device) -> torch.Tensor:
+        """The draws ``[n]`` of rows ``offset .. offset + n`` of the step (drawn on first use)."""
+        if self._values is None:
+            self._values = torch.rand(self.total, device=device)  # [total]
+        if self.offset + n > self.total:
+            raise ValueError(f"rows {self.offset}..{self.offset + n} of a step of {self.total}")
+        return self._values[self.offset:self.offset + n]  # [n]
 
 
 def _batch_key(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:

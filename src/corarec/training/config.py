@@ -37,7 +37,13 @@ class TrainConfig(Settings):
     warmup_steps: int = setting(200, at_least=0, doc="""
         Linear warm-up steps (from ``warmup_start_lr`` to ``lr``); cosine decay to 0 afterwards.""")
     warmup_start_lr: float = setting(1e-5, at_least=0, doc="Learning rate at step 0.")
-    batch_size: int = setting(8, at_least=1, doc="Training rows per optimizer step (the paper: 8–16).")
+    batch_size: int = setting(8, at_least=1, doc="""
+        Training rows per optimizer step and process, per micro-batch (the paper: 8–16). A step trains
+        ``batch_size × processes × gradient_accumulation`` rows (the effective batch; one process without
+        a launcher).""")
+    gradient_accumulation: int = setting(1, at_least=1, doc="""
+        Micro-batches of ``batch_size`` rows whose gradients add up to one optimizer step (1: none): a larger
+        effective batch in the memory of one micro-batch. The step's loss is the mean over all its rows.""")
     eval_batch_size: int = setting(16, at_least=1, doc="Rows per forward pass when scoring.")
     epochs: int = setting(1, at_least=1, doc="""
         Passes over the (sub-sampled) training rows (the paper's configs: up to 200, early stopping ends the run).""")

@@ -11,13 +11,23 @@ training loss and the mean and largest gradient norm of the steps since the prev
 The run directory is the one given as ``out``, also on ``--resume`` (the ``out`` recorded in
 ``config.json`` is information only, so a copied run resumes in the copy). One process writes a run
 directory at a time: :func:`corarec.utils.outdir.run_lock` holds ``<out>/.lock`` while it trains.
+
+Under a launcher with several processes (``torchrun``, ``accelerate launch``;
+:mod:`corarec.utils.distributed`) the same call trains data-parallel: every process holds the whole
+model, a step's rows are split between the processes (and, with ``gradient_accumulation`` > 1, into
+that many micro-batches in each), DDP averages the gradients, and one optimizer step is taken on the
+mean loss of all the step's rows. A step therefore trains ``batch_size × processes ×
+gradient_accumulation`` rows (the effective batch); with the same effective batch, any split trains
+the same rows with the same per-row random draws. Validation scores are gathered from all processes;
+only the main process holds the lock and writes the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,34 +37,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from corarec.methods.base import RowDraws
 from corarec.training.config import RunConfig, TrainConfig, resolve_config
+from corarec.utils import distributed
+from corarec.utils.device import resolve_device
 from corarec.utils.seeding import seed_everything
 from corarec.data.sampling import subsample_rows, subsample_users
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import report, score_rows
-from corarec.utils.io import atomic_dir, load_tensors, read_json, recover_dir, save_tensors, write_json
+from corarec.utils.io import load_tensors, read_json, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
+from corarec.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
-
-CHECKPOINT = "checkpoint"
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved with every checkpoint."""
-
-    step: int = 0
-    best_valid_auc: float = -1.0
-    best_step: int = -1
-    evals_without_improvement: int = 0
-    train_seconds: float = 0.0
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    best_valid: dict[str, Any] | None = None
-    stopped_early: bool = False
-    finished: bool = False
-
 
 def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
           llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
@@ -72,20 +68,26 @@ def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf:
     """
     out = Path(out)
     if resume:
-        check_log_dir(read_run_config(out).train.log_dir)  # a clear error before anything is created
-        with run_lock(out):
+        first = read_run_config(out)
+        check_log_dir(first.train.log_dir)  # a clear error before anything is created
+        distributed.start(resolve_device(first.device))  # under a launcher: join the other processes
+        with distributed.main_holds(lambda: run_lock(out)):
             config = read_run_config(out)  # read again under the lock: what the last writer left
             config.out = str(out.resolve())
             return fit(config, resume=True)
     config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16, **settings)
     check_log_dir(config.train.log_dir)
-    with run_lock(out):  # checked under the lock, so two processes cannot both find it free
+    distributed.start(resolve_device(config.device))
+
+    def check_free() -> None:  # checked under the lock, so two commands cannot both find it free
         if (out / CONFIG).exists():
             raise CorarecError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
         if others:
             raise CorarecError(f"{out}: is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
                                "and holds no run; choose a new or empty --out")
+
+    with distributed.main_holds(lambda: run_lock(out), check_free):
         return fit(config)
 
 
@@ -99,62 +101,90 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
         load_init(run, Path(config.init))
 
     train_rows, valid_rows = training_rows(run.dataset, config)
-    steps_per_epoch = math.ceil(len(train_rows) / tc.batch_size)
+    steps_per_epoch = math.ceil(len(train_rows) / effective_batch_size(tc))
     total_steps = steps_per_epoch * tc.epochs
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, config)
-    state = TrainState()
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_config(out, config)
+    log_dir = tc.log_dir if distributed.is_main() else None  # one process logs
+    state = TrainState(processes=distributed.world_size())
     if not run.method.trains or total_steps == 0:
-        with ScalarLog(tc.log_dir) as log:
-            return finish_without_training(run, valid_rows, out, log)
+        with ScalarLog(log_dir) as log:
+            metrics = finish_without_training(run, valid_rows, out, log)
+        distributed.barrier()
+        return metrics
 
     optimizer = torch.optim.AdamW(run.method.trainable_parameters(), lr=tc.lr, betas=tc.betas,
                                   weight_decay=tc.weight_decay)
     if resume:
         state = load_checkpoint(out / CHECKPOINT, run, optimizer)
+    accelerator = distributed.accelerator_for(run.device, run.llm.autocast_dtype)
+    score, stepping = distributed.prepare_training(run.method, optimizer, accelerator)
     # a resume redoes the steps after the checkpoint: TensorBoard hides what the cut-off attempt logged of them
-    with ScalarLog(tc.log_dir, resume_step=state.step + 1 if resume else None) as log:
-        train_steps(run, train_rows, valid_rows, state, optimizer, total_steps, steps_per_epoch, log)
+    with ScalarLog(log_dir, resume_step=state.step + 1 if resume else None) as log:
+        train_steps(run, train_rows, valid_rows, state, optimizer, total_steps, steps_per_epoch, log,
+                    Stepper(score, stepping, accelerator))
     state.finished = True
-    return write_metrics(out, state, run)
+    metrics = write_metrics(out, state, run)
+    distributed.barrier()  # every process returns once the run directory is complete
+    return metrics
+
+
+def effective_batch_size(tc: TrainConfig) -> int:
+    """Rows per optimizer step: ``batch_size × processes × gradient_accumulation``."""
+    return tc.batch_size * distributed.world_size() * tc.gradient_accumulation
+
+
+@dataclass
+class Stepper:
+    """How the steps run: ``score`` (the method's, or its DDP wrapper), the ``optimizer`` that steps
+    (or accelerate's wrapper of it) and the ``accelerator`` (None: a plain single process)."""
+
+    score: Any
+    optimizer: Any
+    accelerator: Any = None
 
 
 def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFrame, state: TrainState,
-                optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, log: ScalarLog) -> None:
+                optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, log: ScalarLog,
+                stepper: Stepper | None = None) -> None:
     """Optimizer steps from ``state.step`` to ``total_steps`` (or early stopping), validating every ``eval_every``."""
     config, tc, out = run.config, run.config.train, Path(run.config.out)
-    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {config.method}", unit="step")
+    stepper = stepper or Stepper(run.method.score, optimizer)
+    step_rows = effective_batch_size(tc)
+    progress = tqdm(total=total_steps, initial=state.step, desc=f"train {config.method}", unit="step",
+                    disable=not distributed.is_main())
     running_loss, losses_since_eval, norms_since_eval = None, [], []
     started = time.perf_counter() - state.train_seconds
     while state.step < total_steps and not state.stopped_early:
         step_started = time.perf_counter()
         epoch, position = divmod(state.step, steps_per_epoch)
         order = np.random.default_rng(config.seed + epoch).permutation(len(train_rows))
-        rows = train_rows.iloc[order[position * tc.batch_size:(position + 1) * tc.batch_size]]
-        batch = run.batcher(rows).to(run.device)
+        rows = train_rows.iloc[order[position * step_rows:(position + 1) * step_rows]]
 
         lr = learning_rate(state.step, total_steps, tc)
         for group in optimizer.param_groups:
             group["lr"] = lr
         run.method.train()
-        with run.llm.autocast():
-            logits = run.method.score(batch)                                   # [B]
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        stepper.optimizer.zero_grad(set_to_none=True)
+        value = backward(run, stepper, rows)  # the mean loss of the step's rows, over all processes
+        scaler = stepper.accelerator.scaler if stepper.accelerator is not None else None
+        if scaler is not None:  # fp16: measure and clip the gradients themselves, not the scaled ones
+            stepper.accelerator.unscale_gradients()
         norm = gradient_norm(run.method.trainable_parameters(), tc.grad_clip)  # measured before clipping, then clipped
-        check_finite_gradient(norm, state.step + 1)
-        optimizer.step()
+        if scaler is None:  # with the fp16 loss scaler an overflow skips the step and lowers the scale
+            check_finite_gradient(norm, state.step + 1)
+        stepper.optimizer.step()
         state.step += 1
 
-        value = loss.item()
         if not math.isfinite(value):
             raise CorarecError(f"training diverged at step {state.step} (loss {value}); lower --lr")
         losses_since_eval.append(value)
-        norms_since_eval.append(norm)
+        if math.isfinite(norm):
+            norms_since_eval.append(norm)
         log.scalars(state.step, {"train/loss": value, "train/lr": lr, "train/grad_norm": norm,
                                  "train/rows_per_second": len(rows) / max(time.perf_counter() - step_started, 1e-9)})
         running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
@@ -167,6 +197,42 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
             losses_since_eval, norms_since_eval = [], []
             progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
     progress.close()
+
+
+def backward(run: LoadedRun, stepper: Stepper, rows: pd.DataFrame) -> float:
+    """Forward and backward of this process's share of a step's ``rows``; returns the mean loss of all of them.
+
+    The rows are split into ``processes × gradient_accumulation`` contiguous parts (:func:`split_rows`);
+    process ``p`` takes parts ``p·A .. p·A + A − 1``, one micro-batch each, gradients synchronised on the
+    last. Each part's mean loss is weighted by its share of the step's rows times the processes (DDP
+    averages over them), so the gradient is that of the mean loss of the step's rows, whatever the split.
+    A process left without rows (a short last step) runs one row at weight 0, to take part in the sync.
+    With one process and one micro-batch this is the plain step: the batch's mean loss, one backward.
+    """
+    world, accumulation = distributed.world_size(), run.config.train.gradient_accumulation
+    first = distributed.rank() * accumulation
+    mine = distributed.split_rows(len(rows), world * accumulation)[first:first + accumulation]
+    draws = run.method.row_draws = RowDraws(len(rows))  # every row's fold-in draw, whichever part holds it
+    accelerator, loss_sum = stepper.accelerator, 0.0
+    try:
+        for index, (start, stop) in enumerate(mine):
+            weight = (stop - start) * world / len(rows)  # 1.0 exactly for a plain step
+            if start == stop:
+                start, stop, weight = 0, 1, 0.0
+            draws.offset = start
+            batch = run.batcher(rows.iloc[start:stop]).to(run.device)
+            last = index == len(mine) - 1
+            with contextlib.nullcontext() if last or accelerator is None else accelerator.no_sync(stepper.score):
+                with run.llm.autocast():
+                    logits = stepper.score(batch)                                     # [b]
+                loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
+                if weight != 1.0:
+                    loss = loss * weight
+                accelerator.backward(loss) if accelerator is not None else loss.backward()
+            loss_sum += loss.item()
+    finally:
+        run.method.row_draws = None
+    return distributed.total(loss_sum) / world
 
 
 def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -194,8 +260,9 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float],
     if auc is not None and auc > state.best_valid_auc:
         state.best_valid_auc, state.best_step, state.best_valid = auc, state.step, metrics
         state.evals_without_improvement = 0
-        save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
-        run.method.save_extra(out)
+        if distributed.is_main():  # every process holds the same weights (DDP): one writes them
+            save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
+            run.method.save_extra(out)
     else:
         state.evals_without_improvement += 1
         if state.evals_without_improvement >= tc.patience:
@@ -223,9 +290,10 @@ def learning_rate(step: int, total_steps: int, tc: TrainConfig) -> float:
 
 
 def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
-    """Write the training's ``metrics.json`` (keeping any other keys, e.g. splits an older version evaluated)."""
+    """Write the training's ``metrics.json`` (keeping any other keys, e.g. splits an older version evaluated);
+    with several processes the main one writes, and every one returns the metrics."""
     path = out / METRICS
-    metrics = read_json(path) if path.is_file() else {}
+    metrics = read_json(path) if distributed.is_main() and path.is_file() else {}
     metrics.update({
         "method": run.config.method,
         "best_valid_auc": state.best_valid_auc if state.best_step >= 0 else None,
@@ -238,7 +306,8 @@ def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
         "valid": state.best_valid,
         "valid_curve": state.curve,
     })
-    write_json(path, metrics)
+    if distributed.is_main():
+        write_json(path, metrics)
     return metrics
 
 
@@ -252,7 +321,8 @@ def finish_without_training(run: LoadedRun, valid_rows, out: Path, log: ScalarLo
     state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "train_loss": None, **gradient_summary([]),
                         "seconds": 0.0})
     log_validation(log, 0, state.best_valid)
-    save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
+    if distributed.is_main():
+        save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
     return write_metrics(out, state, run)
 
 
@@ -265,42 +335,6 @@ def load_init(run: LoadedRun, init: Path) -> None:
         raise CorarecError(f"{init / WEIGHTS}: no weight matches this {run.config.method} model; wrong --init run?")
     own.update(matched)
     run.method.load_trainable_state_dict({k: v.to(run.device) for k, v in own.items()}, source=str(init / WEIGHTS))
-
-
-# ---- checkpoints (safetensors + JSON; no pickles) -------------------------------------------------
-
-def save_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
-    """Weights, optimizer moments, RNG state and the loop position, written atomically."""
-    tensors = {f"optimizer.{index}.{name}": value
-               for index, moments in optimizer.state_dict()["state"].items()
-               for name, value in moments.items()}
-    tensors["rng.torch"] = torch.get_rng_state()
-    with atomic_dir(path) as tmp:
-        save_tensors(tmp / "trainable.safetensors", run.method.trainable_state_dict())
-        save_tensors(tmp / "optimizer.safetensors", tensors)
-        write_json(tmp / "state.json", asdict(state))
-
-
-def load_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer) -> TrainState:
-    """Restore what :func:`save_checkpoint` wrote."""
-    recover_dir(path)  # a kill between the two renames of the swap leaves the last checkpoint in .NAME.old
-    if not (path / "state.json").is_file():
-        if not (path.parent / METRICS).is_file():  # stopped before its first validation was recorded:
-            tqdm.write(f"{path.parent}: no checkpoint yet (stopped before the first validation); "
-                       "training from step 0")
-            return TrainState()  # the same start as the first attempt (everything above is seeded)
-        raise CorarecError(f"{path}: no checkpoint to resume from, but {METRICS} records validations; "
-                           "was the checkpoint removed?")
-    weights = load_tensors(path / "trainable.safetensors")
-    run.method.load_trainable_state_dict({k: v.to(run.device) for k, v in weights.items()}, source=str(path))
-    tensors = load_tensors(path / "optimizer.safetensors")
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        moments.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": moments, "param_groups": optimizer.state_dict()["param_groups"]})
-    return TrainState(**read_json(path / "state.json"))
 
 
 def _last_auc(state: TrainState) -> str:

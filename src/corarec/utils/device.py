@@ -2,16 +2,20 @@
 
 Accepted: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` and ``mps``.
 The config dataclasses check the spelling (:data:`DEVICE_PATTERN`); :func:`resolve_device` also
-checks that the hardware is there.
+checks that the hardware is there. Under a launcher that starts several processes (``torchrun``,
+``accelerate launch``: ``WORLD_SIZE`` > 1) ``cuda`` and ``auto`` mean the GPU of the process's
+``LOCAL_RANK``, one GPU per process (:mod:`corarec.utils.distributed`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
 
 from corarec.errors import CorarecError
+from corarec.utils.distributed import launched_processes
 
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 """The device names corarec accepts (a whole-string regular expression)."""
@@ -24,7 +28,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if not isinstance(name, str) or not re.fullmatch(DEVICE_PATTERN, name):
         raise CorarecError(f"unknown device {name!r}; use {DEVICE_NAMES}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and launched_processes() > 1 and torch.cuda.is_available():
+        name = f"cuda:{_local_rank()}"  # one GPU per process
+    elif name.startswith("cuda:") and launched_processes() > 1:
+        raise CorarecError(f"device '{name}': with several processes each one uses the GPU of its LOCAL_RANK; "
+                           "pass --device cuda (or auto), and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CorarecError(f"device '{name}' requested but CUDA is not available")
@@ -35,3 +44,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise CorarecError("device 'mps' requested but MPS (Apple GPU) is not available")
     return torch.device(name)
+
+
+def _local_rank() -> int:
+    """``LOCAL_RANK`` as a launcher sets it: this process's place on its machine."""
+    value = os.environ.get("LOCAL_RANK", "")
+    if not value.isdigit():
+        raise CorarecError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but LOCAL_RANK={value!r}: start several "
+                           "processes with torchrun or accelerate launch, which set both")
+    return int(value)
