@@ -111,3 +111,19 @@ def test_the_sample_seeds_fix_the_training_and_validation_rows_whatever_the_trai
     assert rows(0) != rows(1)  # without sample seeds the training seed draws both
     fixed = dict(train_sample_seed=7, valid_sample_seed=7)
     assert rows(0, **fixed) == rows(1, **fixed) == rows(2, **fixed)
+
+
+def test_a_run_leaves_every_row_it_read_in_the_prefix_cache(inputs, tmp_path):
+    from corarec.data.prompts import template_id
+    from corarec.llm.prefix_cache import PrefixCache
+    from corarec.training.runs import load_run
+
+    cache_dir = tmp_path / "cache"
+    run_cora(inputs, tmp_path / "run", layers="top:1", cache_prefix=True, prefix_cache_dir=str(cache_dir))
+    run = load_run(tmp_path / "run", device="cpu")
+    _, valid_rows = training.training_rows(run.dataset, run.config)
+    # fewer rows than one shard: written by the flush that ends every scoring pass, not lost with the process
+    reader = PrefixCache(run.llm, run.method.prefix_cache.layer, template_id(run.method.template), root=cache_dir)
+    batch = run.batcher(valid_rows)
+    reader.hidden_states(batch.input_ids, batch.attention_mask)
+    assert reader.misses == 0 and reader.hits == len(valid_rows)

@@ -62,6 +62,9 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
             scores[picked] = logits.float().cpu().numpy()
     finally:
         method.train(was_training)
+        cache = getattr(method, "prefix_cache", None)
+        if cache is not None:  # the last (< one shard of) rows too: the next pass or run reads them warm
+            cache.flush()
     if distributed.active():
         scores = gathered_scores(scores, [order[start:start + batch_size] for start in starts])
     return scores
