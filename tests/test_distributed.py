@@ -353,3 +353,22 @@ def test_the_gguf_free_tokenizer_answers_yes_and_no_in_one_token_each():
 
 if __name__ == "__main__":
     worker(sys.argv[1], json.loads(sys.argv[2]))
+
+
+@pytest.mark.parametrize("command", ["benchmark", "train_cf", "predict", "recommend", "serve", "ability", "ranking"])
+def test_commands_that_run_in_one_process_refuse_a_launcher_with_several(command, monkeypatch, tmp_path):
+    import corarec
+    from corarec.errors import CorarecError
+    from corarec.evaluation.evaluate import evaluate
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    calls = {"benchmark": lambda: corarec.benchmark(tmp_path / "d", tmp_path / "o"),
+             "train_cf": lambda: corarec.train_cf(tmp_path / "d", "mf", tmp_path / "o"),
+             "predict": lambda: corarec.predict(tmp_path / "r", tmp_path / "in.csv", tmp_path / "o.csv"),
+             "recommend": lambda: corarec.recommend(tmp_path / "r", "u1"),
+             "serve": lambda: corarec.serve(tmp_path / "r"),
+             "ability": lambda: __import__("corarec.evaluation.ability", fromlist=["ability"]).ability([tmp_path / "r"]),
+             "ranking": lambda: evaluate(tmp_path / "r", ranking=True)}
+    with pytest.raises(CorarecError, match="runs in one process, but a launcher started 2"):
+        calls[command]()
+    assert not list(tmp_path.iterdir())  # refused before anything was written

@@ -130,6 +130,9 @@ def test_a_preset_extends_another_key_by_key_and_a_loop_is_a_clear_error(tmp_pat
     (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
     with pytest.raises(CorarecError, match="'extends' loops back"):
         load_preset(str(tmp_path / "a.yaml"))
+    (tmp_path / "self.yaml").write_text(f"extends: ../{tmp_path.name}/self.yaml\n")  # itself, spelled otherwise
+    with pytest.raises(CorarecError, match="'extends' loops back"):
+        load_preset(str(tmp_path / "self.yaml"))
     (tmp_path / "bad.yaml").write_text("extends: [cpu]\n")
     with pytest.raises(CorarecError, match="'extends' must name a preset"):
         load_preset(str(tmp_path / "bad.yaml"))

@@ -43,6 +43,9 @@ def benchmark(data: str | Path, out: str | Path, methods: str | list[str] | None
     Returns ``results.json``'s content; ``"table"`` is the markdown table, ``"notes"`` the CF settings
     and warnings printed under it.
     """
+    from corarec.utils.distributed import one_process_only
+
+    one_process_only("corarec benchmark")
     started = time.perf_counter()
     out = Path(out)
     names = methods.split(",") if isinstance(methods, str) else list(methods or DEFAULT_METHODS)

@@ -159,6 +159,9 @@ def train_cf(
     ``overwrite``; any other non-empty directory never (a CoRA run, a Hugging Face model, a prepared
     dataset, the user's files).
     """
+    from corarec.utils.distributed import one_process_only
+
+    one_process_only("corarec train-cf")
     out = Path(out)
     check_replaceable(out, "CF run directory", is_cf_run, RUN_FILES, overwrite)
     ds = read_dataset(data)

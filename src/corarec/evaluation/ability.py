@@ -62,6 +62,9 @@ def ability(run: list[str | Path], out: str | Path | None = None, pairs: int = 2
     ``pairs``: CoRA's test rows (one increment each); ``titles``: dataset titles with a year;
     ``text_sequences``: prose passages; ``seed`` draws all three; ``data`` overrides the runs' dataset.
     """
+    from corarec.utils.distributed import one_process_only
+
+    one_process_only("corarec ability")
     from corarec.training.runs import load_run, read_run_config
 
     for name, value in (("--pairs", pairs), ("--titles", titles), ("--text-sequences", text_sequences),

@@ -116,6 +116,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if ranking:
         from corarec.evaluation.ranking import evaluate_ranking
 
+        distributed.one_process_only("corarec evaluate --ranking")
+
         for name, value, default in (("--split", split, "test"), ("--max-samples", max_samples, None),
                                      ("--predictions", predictions, None)):
             if value != default:

@@ -4,8 +4,8 @@ The cap covers every cache directory under the root (every LLM, template and lay
 their shard files. Before a :class:`~corarec.llm.prefix_cache.PrefixCache` writes a shard it makes
 room (:func:`make_room`): shards are deleted oldest first by modification time, which a cache
 refreshes on the shards it reads (at most every :data:`TOUCH_EVERY_S`), so that time is their last
-use. A process never deletes the shards it has itself read or written: they are what its run reads
-again (next epoch, next validation). When only those are left and a new shard still does not fit,
+use. A cache never deletes the shards it has itself read or written: they are what its run reads
+again (next epoch, next validation); another cache object, in this process or another, may. When only those are left and a new shard still does not fit,
 the shard is not written, the run is told once, and its remaining rows are computed at every pass.
 
 What may be deleted: only a file named ``shard-<digits>-<digits>.safetensors`` directly inside a

@@ -32,6 +32,9 @@ def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Pat
             batch_size: int | None = None, device: str | None = None) -> dict | None:
     """Score the pairs in ``input`` with ``run`` and write them to ``out`` (``.csv``/``.parquet``,
     atomically). Returns the metrics when ``input`` has a ``label`` column, else None."""
+    from corarec.utils.distributed import one_process_only
+
+    one_process_only("corarec predict")
     input, out = Path(input), Path(out)
     if out.suffix not in TABLE_SUFFIXES:
         raise CorarecError(f"{out}: output must be a .csv or .parquet file")

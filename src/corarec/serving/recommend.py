@@ -22,6 +22,9 @@ def recommend(run: str | Path, user: str, k: int = 10, candidates: str | Path | 
     ``candidates`` is a file of raw item ids: one per line (``.txt``), or a ``.csv``/``.parquet``
     table with an ``item`` column and optionally a ``title`` column (names items the dataset does not know).
     """
+    from corarec.utils.distributed import one_process_only
+
+    one_process_only("corarec recommend")
     ids = read_candidates(candidates) if candidates is not None else None
     check_k_pool(k, pool, ids is not None)  # before the slow part: loading the model
     return load(run, data=data, device=device).recommend(user, k=k, candidates=ids, pool=pool)

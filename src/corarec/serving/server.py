@@ -267,6 +267,9 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, data: str 
     choice); on a busy shared CPU fewer threads than cores avoids the steep slow-down of
     oversubscribed OpenMP threads.
     """
+    from corarec.utils.distributed import one_process_only
+
+    one_process_only("corarec serve")
     import torch
     import uvicorn
 

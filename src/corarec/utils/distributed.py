@@ -42,6 +42,15 @@ def launched_processes() -> int:
     return int(value)
 
 
+def one_process_only(command: str) -> None:
+    """``command`` runs in one process: under a launcher that started several, one clear error instead of
+    several copies racing on the same files."""
+    processes = launched_processes()
+    if processes > 1:
+        raise CorarecError(f"{command} runs in one process, but a launcher started {processes} (torchrun or "
+                           "accelerate launch); run it without the launcher (train and evaluate scale out)")
+
+
 def start(device: torch.device) -> None:
     """Under a launcher with several processes, join the process group (once per process): gloo when
     ``device`` is a CPU, NCCL when it is a CUDA GPU. Does nothing otherwise."""

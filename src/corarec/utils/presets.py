@@ -31,9 +31,14 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise CorarecError(f"preset {name}: 'extends' must name a preset (a bundled name or a .yaml path), got {parent!r}")
     if Path(parent).suffix in (".yaml", ".yml") and not Path(parent).is_absolute() and Path(name).suffix in (".yaml", ".yml"):
         parent = str(Path(name).parent / parent)
-    if parent in (*_seen, name):
+    if _identity(parent) in {_identity(seen) for seen in (*_seen, name)}:
         raise CorarecError(f"preset {name}: 'extends' loops back to {parent}")
     return merge_sections(load_preset(parent, (*_seen, name)), preset)
+
+
+def _identity(name: str) -> str:
+    """What makes two preset names the same preset: a YAML path's resolved location, else the bundled name."""
+    return str(Path(name).resolve()) if Path(name).suffix in (".yaml", ".yml") else name
 
 
 def merge_sections(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -115,7 +115,8 @@ def gradient_norm(parameters: Iterable[torch.nn.Parameter], clip: float = 0.0) -
     if clip > 0:
         return float(torch.nn.utils.clip_grad_norm_(parameters, clip))
     grads = [p.grad for p in parameters if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]) if grads else None  # [n]
+    return float(torch.linalg.vector_norm(norms)) if grads else 0.0  # as clip_grad_norm_ measures it (any torch >= 2.4)
 
 
 def check_finite_gradient(norm: float, step: int) -> None:
