@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from corarec.benchmark import benchmark, format_table
+from corarec.benchmarking import benchmark, format_table
 from corarec.training.config import load_preset
 from corarec.data.prepare import prepare
 

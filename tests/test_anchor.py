@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corarec.benchmark.plan import parse_entry, plan
+from corarec.benchmarking.plan import parse_entry, plan
 from corarec.cf import load_cf
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError

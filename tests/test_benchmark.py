@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corarec.benchmark import benchmark, parse_entry, parse_seeds, plan, result_row
-from corarec.benchmark.aggregate import cf_notes
+from corarec.benchmarking import benchmark, parse_entry, parse_seeds, plan, result_row
+from corarec.benchmarking.aggregate import cf_notes
 from corarec.cf.references import item_rate_scores, logistic_rates_scores
 from corarec.data.sampling import subsample_users
 from corarec.data.schema import read_dataset
@@ -216,8 +216,8 @@ def test_benchmark_cli_is_a_thin_wrapper(tmp_path):
 def test_make_demo_does_not_tune_it_trains_mf_with_the_cpu_presets_fixed_values(tmp_path, monkeypatch):
     import types
 
-    import corarec.benchmark.demo as demo
-    from corarec.benchmark import cf_settings
+    import corarec.benchmarking.demo as demo
+    from corarec.benchmarking import cf_settings
     from corarec.cf.config import CF_MODELS
     from corarec.training.config import load_preset
 

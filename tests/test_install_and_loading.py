@@ -96,3 +96,13 @@ def test_requirements_pin_torch_and_the_package_install_cannot_pull_another():
     package = next(i for i, line in enumerate(setup) if re.search(r"pip install .*(-e )?\.$", line))
     assert requirements < package, "make setup must install the pinned requirements before the package"
     assert "--no-deps" in setup[package], "the package install must not resolve (and pull) dependencies itself"
+
+
+def test_every_library_export_stays_the_function_after_its_package_is_imported():
+    import importlib
+
+    import corarec
+
+    for name, module in corarec._EXPORTS.items():
+        importlib.import_module(module)  # a subpackage named like an export would replace the attribute
+        assert callable(getattr(corarec, name)) and getattr(corarec, name).__name__ == name, name

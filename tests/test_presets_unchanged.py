@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from corarec.benchmark.tune import cf_settings, tuning_grid
+from corarec.benchmarking.tune import cf_settings, tuning_grid
 from corarec.cf.config import CF_MODELS, CFConfig, make_config
 from corarec.methods import REGISTRY, method_classes
 from corarec.training.config import load_preset, resolve_config, run_config_from_dict, to_dict

@@ -230,7 +230,7 @@ def test_cli_evaluate_ranking(tiny_run, tmp_path):
 
 
 def test_benchmark_ranking_columns_on_the_same_users(tmp_path):
-    from corarec.benchmark import benchmark
+    from corarec.benchmarking import benchmark
     from test_benchmark import setup
 
     data, llm, preset = setup(tmp_path)

@@ -100,7 +100,7 @@ def test_one_seeding_helper_seeds_python_numpy_and_torch():
 
 
 def test_one_reference_registry_in_the_cli_spelling():
-    from corarec.benchmark.plan import DEFAULT_METHODS, REFERENCE_LABELS, parse_entry
+    from corarec.benchmarking.plan import DEFAULT_METHODS, REFERENCE_LABELS, parse_entry
     from corarec.cf.references import REFERENCES, item_rate_scores, logistic_rates_scores
 
     assert REFERENCES == {"item-rate": item_rate_scores, "logistic-rate": logistic_rates_scores}

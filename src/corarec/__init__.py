@@ -16,7 +16,7 @@ _EXPORTS = {
     "recommend": "corarec.serving.recommend",
     "load": "corarec.serving.recommender",
     "serve": "corarec.serving.server",
-    "benchmark": "corarec.benchmark",
+    "benchmark": "corarec.benchmarking",
 }
 
 __all__ = ["CorarecError", "__version__", *_EXPORTS]

@@ -238,7 +238,7 @@ def benchmark(
     ranking: bool = typer.Option(False, "--ranking", help="Also the top-k evaluation (as evaluate --ranking) of every LLM method, on the same 50 test users"),
 ) -> None:
     """Train (or reuse) every method per seed; score the same validation and test rows; write the table and plots."""
-    from corarec.benchmark import benchmark as benchmark_fn
+    from corarec.benchmarking import benchmark as benchmark_fn
 
     summary = benchmark_fn(data=data, out=out, methods=methods, preset=preset, seeds=seeds, sample_seed=sample_seed,
                            max_test_samples=max_test_samples, max_valid_samples=max_valid_samples, tune_cf=tune_cf,
@@ -283,7 +283,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Random seed"),
 ) -> None:
     """Run the main job on the bundled MovieLens-100K and SmolLM2 and print the results."""
-    from corarec.benchmark.demo import demo as demo_fn
+    from corarec.benchmarking.demo import demo as demo_fn
 
     typer.echo(demo_fn(out=out, preset=preset, max_test_samples=max_test_samples, seed=seed))
 

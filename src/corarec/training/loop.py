@@ -24,21 +24,17 @@ only the main process holds the lock and writes the run directory.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from corarec.methods.base import RowDraws
-from corarec.training.config import RunConfig, TrainConfig, resolve_config
+from corarec.training.config import RunConfig, resolve_config
 from corarec.utils import distributed
 from corarec.utils.device import resolve_device
 from corarec.utils.seeding import seed_everything
@@ -50,6 +46,7 @@ from corarec.utils.io import load_tensors, read_json, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
 from corarec.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
+from corarec.training.steps import Stepper, backward, effective_batch_size, learning_rate
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 
 def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
@@ -133,21 +130,6 @@ def fit(config: RunConfig, resume: bool = False) -> dict:
     return metrics
 
 
-def effective_batch_size(tc: TrainConfig) -> int:
-    """Rows per optimizer step: ``batch_size × processes × gradient_accumulation``."""
-    return tc.batch_size * distributed.world_size() * tc.gradient_accumulation
-
-
-@dataclass
-class Stepper:
-    """How the steps run: ``score`` (the method's, or its DDP wrapper), the ``optimizer`` that steps
-    (or accelerate's wrapper of it) and the ``accelerator`` (None: a plain single process)."""
-
-    score: Any
-    optimizer: Any
-    accelerator: Any = None
-
-
 def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFrame, state: TrainState,
                 optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, log: ScalarLog,
                 stepper: Stepper | None = None) -> None:
@@ -199,42 +181,6 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
     progress.close()
 
 
-def backward(run: LoadedRun, stepper: Stepper, rows: pd.DataFrame) -> float:
-    """Forward and backward of this process's share of a step's ``rows``; returns the mean loss of all of them.
-
-    The rows are split into ``processes × gradient_accumulation`` contiguous parts (:func:`split_rows`);
-    process ``p`` takes parts ``p·A .. p·A + A − 1``, one micro-batch each, gradients synchronised on the
-    last. Each part's mean loss is weighted by its share of the step's rows times the processes (DDP
-    averages over them), so the gradient is that of the mean loss of the step's rows, whatever the split.
-    A process left without rows (a short last step) runs one row at weight 0, to take part in the sync.
-    With one process and one micro-batch this is the plain step: the batch's mean loss, one backward.
-    """
-    world, accumulation = distributed.world_size(), run.config.train.gradient_accumulation
-    first = distributed.rank() * accumulation
-    mine = distributed.split_rows(len(rows), world * accumulation)[first:first + accumulation]
-    draws = run.method.row_draws = RowDraws(len(rows))  # every row's fold-in draw, whichever part holds it
-    accelerator, loss_sum = stepper.accelerator, 0.0
-    try:
-        for index, (start, stop) in enumerate(mine):
-            weight = (stop - start) * world / len(rows)  # 1.0 exactly for a plain step
-            if start == stop:
-                start, stop, weight = 0, 1, 0.0
-            draws.offset = start
-            batch = run.batcher(rows.iloc[start:stop]).to(run.device)
-            last = index == len(mine) - 1
-            with contextlib.nullcontext() if last or accelerator is None else accelerator.no_sync(stepper.score):
-                with run.llm.autocast():
-                    logits = stepper.score(batch)                                     # [b]
-                loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
-                if weight != 1.0:
-                    loss = loss * weight
-                accelerator.backward(loss) if accelerator is not None else loss.backward()
-            loss_sum += loss.item()
-    finally:
-        run.method.row_draws = None
-    return distributed.total(loss_sum) / world
-
-
 def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded)."""
     tc = config.train
@@ -278,15 +224,6 @@ def log_validation(log: ScalarLog | None, step: int, metrics: dict) -> None:
     log.scalars(step, {"valid/auc": metrics["all"]["auc"], "valid/uauc": metrics["all"]["uauc"],
                        **{f"valid/{part}_auc": metrics[part]["auc"] for part in ("warm", "cold") if part in metrics}})
     log.flush()
-
-
-def learning_rate(step: int, total_steps: int, tc: TrainConfig) -> float:
-    """Linear warm-up from ``warmup_start_lr`` to ``lr``, then cosine decay to 0 at ``total_steps``."""
-    if step < tc.warmup_steps:
-        return tc.warmup_start_lr + (tc.lr - tc.warmup_start_lr) * step / tc.warmup_steps
-    decay_steps = max(1, total_steps - tc.warmup_steps)
-    progress = min(1.0, (step - tc.warmup_steps) / decay_steps)
-    return tc.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:

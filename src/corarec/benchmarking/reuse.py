@@ -2,7 +2,7 @@
 
 Layout under ``OUT/runs/``: ``<method>/seed-N/`` for a method trained once per training seed, and
 ``<method>/`` for one that runs once (the references, zero-shot ICL); ``<cf>/tuning/`` holds a CF
-model's tuning (:mod:`corarec.benchmark.tune`). Each run directory gets ``benchmark.json`` (the spec
+model's tuning (:mod:`corarec.benchmarking.tune`). Each run directory gets ``benchmark.json`` (the spec
 it was trained with, the rows it was scored on, its result) and ``test_scores.csv``.
 
 A stored result is reused when the run was trained with the same spec *and* scored on the same
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from corarec.benchmark.plan import Entry
+from corarec.benchmarking.plan import Entry
 from corarec.errors import CorarecError
 from corarec.utils.io import read_json, write_json, write_table
 

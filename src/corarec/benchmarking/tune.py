@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from corarec.benchmark.reuse import difference, set_aside_stale
+from corarec.benchmarking.reuse import difference, set_aside_stale
 from corarec.cf.config import grid_space, make_config, section_settings
 from corarec.utils.io import read_json, write_json
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from corarec.benchmark.plan import Entry
+from corarec.benchmarking.plan import Entry
 from corarec.data.schema import Dataset
 from corarec.evaluation.evaluate import report
 from corarec.evaluation.bootstrap import LEVEL, RESAMPLES, SEED, paired_auc_difference

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from corarec.benchmark.aggregate import add_intervals, cf_notes, method_record
-from corarec.benchmark.plan import DEFAULT_METHODS, check_seed, parse_seeds, plan
-from corarec.benchmark.plots import plot_ndcg_at_k, plot_roc, plot_valid_curves
-from corarec.benchmark.report import (format_markdown, format_ranking_table, format_table, llm_name, warm_count,
+from corarec.benchmarking.aggregate import add_intervals, cf_notes, method_record
+from corarec.benchmarking.plan import DEFAULT_METHODS, check_seed, parse_seeds, plan
+from corarec.benchmarking.plots import plot_ndcg_at_k, plot_roc, plot_valid_curves
+from corarec.benchmarking.report import (format_markdown, format_ranking_table, format_table, llm_name, warm_count,
                                       write_results_csv)
-from corarec.benchmark.reuse import set_aside_old_layout
-from corarec.benchmark.runners import RUNNERS, Bench, reference_valid_auc
-from corarec.benchmark.samples import draw, sample_size
+from corarec.benchmarking.reuse import set_aside_old_layout
+from corarec.benchmarking.runners import RUNNERS, Bench, reference_valid_auc
+from corarec.benchmarking.samples import draw, sample_size
 from corarec.training.config import load_preset
 from corarec.data.schema import read_dataset
 from corarec.utils.io import atomic_path, read_json, write_json
@@ -129,7 +129,7 @@ def _ranking_of(run: Path, settings: dict, data: Path, device: str | None) -> di
     and is newer than the run's benchmark result, else computed (and stored) now."""
     from corarec.evaluation.evaluate import EVAL_DIR
     from corarec.evaluation.ranking import RANKING_FILE, evaluate_ranking
-    from corarec.benchmark.reuse import RESULT
+    from corarec.benchmarking.reuse import RESULT
 
     stored = run / EVAL_DIR / RANKING_FILE
     if stored.is_file() and stored.stat().st_mtime_ns >= (run / RESULT).stat().st_mtime_ns:

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from corarec.benchmark.aggregate import seed_result
-from corarec.benchmark.plan import Entry, parse_entry
-from corarec.benchmark.reuse import (cached_result, check_partial_run, file_digest, run_dir, run_name, save_result,
+from corarec.benchmarking.aggregate import seed_result
+from corarec.benchmarking.plan import Entry, parse_entry
+from corarec.benchmarking.reuse import (cached_result, check_partial_run, file_digest, run_dir, run_name, save_result,
                                      trained_with)
-from corarec.benchmark.tune import chosen_settings
+from corarec.benchmarking.tune import chosen_settings
 from corarec.cf.references import REFERENCES
 from corarec.data.schema import Dataset
 from corarec.evaluation.evaluate import report
@@ -53,7 +53,7 @@ class Bench:
     """CF model → its settings for every seed (tuned once, on the first use)."""
 
     def cf_choice(self, model: str) -> dict[str, Any]:
-        """The CF settings of ``model`` (see :func:`corarec.benchmark.tune.chosen_settings`)."""
+        """The CF settings of ``model`` (see :func:`corarec.benchmarking.tune.chosen_settings`)."""
         if model not in self.cf_choices:
             self.cf_choices[model] = chosen_settings(self.data, model, self.sections, self.tune_cf, self.sample_seed,
                                                      self.runs / model, self.retrain_stale)

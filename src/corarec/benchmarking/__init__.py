@@ -23,7 +23,7 @@ CF models are tuned on validation first (lr × weight decay × dim; ``--no-tune-
                          "Top-k" table in results.md and ``topk_*`` columns in results.csv)
     OUT/runs/<method>/seed-N/   a method's run for training seed N (``runs/<method>/`` for one that
                          runs once), with ``benchmark.json`` (spec, rows, result) and ``test_scores.csv``
-    OUT/runs/<cf>/tuning/       the CF model's tuning (:mod:`corarec.benchmark.tune`)
+    OUT/runs/<cf>/tuning/       the CF model's tuning (:mod:`corarec.benchmarking.tune`)
 
 Methods (``--methods``, comma-separated; default :data:`DEFAULT_METHODS`):
 
@@ -40,17 +40,17 @@ to every CF model, with optional per-model sub-sections ``mf:``, ``lightgcn:``, 
 optional ``tune:`` grid in either); and a ``benchmark`` section whose ``max_test_samples`` and
 ``max_valid_samples`` are the defaults of ``--max-test-samples`` / ``--max-valid-samples``.
 
-Modules, in the order a benchmark runs: :mod:`~corarec.benchmark.plan` (methods, seeds),
-:mod:`~corarec.benchmark.samples` (the rows), :mod:`~corarec.benchmark.tune` (CF settings),
-:mod:`~corarec.benchmark.runners` (one run), :mod:`~corarec.benchmark.reuse` (layout, reuse),
-:mod:`~corarec.benchmark.aggregate` (seeds, intervals), :mod:`~corarec.benchmark.report` and
-:mod:`~corarec.benchmark.plots` (output), :mod:`~corarec.benchmark.run` (all of it).
+Modules, in the order a benchmark runs: :mod:`~corarec.benchmarking.plan` (methods, seeds),
+:mod:`~corarec.benchmarking.samples` (the rows), :mod:`~corarec.benchmarking.tune` (CF settings),
+:mod:`~corarec.benchmarking.runners` (one run), :mod:`~corarec.benchmarking.reuse` (layout, reuse),
+:mod:`~corarec.benchmarking.aggregate` (seeds, intervals), :mod:`~corarec.benchmarking.report` and
+:mod:`~corarec.benchmarking.plots` (output), :mod:`~corarec.benchmarking.run` (all of it).
 """
 
-from corarec.benchmark.plan import CF_LABELS, DEFAULT_METHODS, REFERENCE_LABELS, Entry, parse_entry, parse_seeds, plan
-from corarec.benchmark.report import format_count, format_markdown, format_seconds, format_table, result_row
-from corarec.benchmark.run import benchmark
-from corarec.benchmark.tune import cf_settings, tuning_grid
+from corarec.benchmarking.plan import CF_LABELS, DEFAULT_METHODS, REFERENCE_LABELS, Entry, parse_entry, parse_seeds, plan
+from corarec.benchmarking.report import format_count, format_markdown, format_seconds, format_table, result_row
+from corarec.benchmarking.run import benchmark
+from corarec.benchmarking.tune import cf_settings, tuning_grid
 
 __all__ = ["CF_LABELS", "DEFAULT_METHODS", "REFERENCE_LABELS", "Entry", "benchmark", "cf_settings", "format_count",
            "format_markdown", "format_seconds", "format_table", "parse_entry", "parse_seeds", "plan", "result_row",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from corarec.benchmark.plan import CF_LABELS
-from corarec.benchmark.report import format_metric
+from corarec.benchmarking.plan import CF_LABELS
+from corarec.benchmarking.report import format_metric
 from corarec.utils.io import atomic_path
 
 

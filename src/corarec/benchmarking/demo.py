@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corarec.benchmark import benchmark
+from corarec.benchmarking import benchmark
 from corarec.data.prepare import prepare
 from corarec.data.schema import read_dataset
 from corarec.data.stats import format_stats

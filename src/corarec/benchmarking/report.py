@@ -51,7 +51,7 @@ def _topk_columns(part: dict | None) -> dict[str, float | None]:
 def format_ranking_table(ranking: dict) -> str:
     """The "Top-k" markdown table of ``benchmark --ranking``: the popularity order, each CF model's pool
     in its own order, and every method's re-ranked pool (all users; NDCG of warm and cold users apart)."""
-    from corarec.benchmark.plan import CF_LABELS
+    from corarec.benchmarking.plan import CF_LABELS
 
     ks, methods = ranking["k"], ranking["methods"]
     if not methods:
