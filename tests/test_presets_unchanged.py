@@ -32,6 +32,10 @@ CHANGED_SINCE = {("cpu", "eval_every"): 250}
 4 validations of 4,000 rows instead of 8)."""
 
 
+CF_TUNED = {"mf": {"lr": 3e-3, "weight_decay": 1e-5, "dim": 64}, "sasrec": {"weight_decay": 1e-4}}
+"""The cpu preset's cf values since issue 12: what `corarec benchmark` tuned on MovieLens-100K validation."""
+
+
 def migrated(config: dict) -> dict:
     """A format-2 ``config.json`` body in today's layout."""
     return settings_of(migrate({"format": 2, "versions": {}, **config}))
@@ -57,8 +61,10 @@ def test_a_preset_resolves_every_method_to_the_same_run_config_as_before(preset,
 def test_a_preset_resolves_every_cf_model_to_the_same_cf_config_and_grid_as_before(preset, model):
     sections = load_preset(preset) if preset else {}
     settings = cf_settings(sections, model)
-    assert settings == BEFORE[f"cf-settings/{preset}/{model}"]  # what a benchmark spec records: unchanged
+    tuned = CF_TUNED.get(model, {}) if preset == "cpu" else {}
+    assert settings == {**BEFORE[f"cf-settings/{preset}/{model}"], **tuned}  # what a benchmark spec records
     old = {k: v for k, v in migrated({"type": "cf", **BEFORE[f"cf/{preset}/{model}"]}).items() if k != "type"}
+    old.update(tuned)
     # compared as configs: a setting added since (log_dir) takes its default, as for the methods above
     assert make_config(model, **settings) == config_from_dict(CFConfig, old, "before")
     assert tuning_grid(sections, model) == BEFORE[f"cf-grid/{preset}/{model}"]
@@ -66,7 +72,8 @@ def test_a_preset_resolves_every_cf_model_to_the_same_cf_config_and_grid_as_befo
 
 @pytest.mark.parametrize("model", CF_MODELS)
 def test_train_cf_without_a_preset_keeps_its_per_model_defaults_and_a_preset_adds_its_cf_section(model, tmp_path):
-    assert make_config(model).to_dict() == make_config(model, "cpu").to_dict()  # cpu's cf section = the defaults
+    cpu = make_config(model, "cpu").to_dict()  # cpu's cf section = the defaults, but for the values tuned on ML-100K
+    assert {**make_config(model).to_dict(), **CF_TUNED.get(model, {})} == cpu
     preset = tmp_path / "p.yaml"
     preset.write_text(f"cf: {{epochs: 5, {model}: {{dim: 16}}}}\n")
     config = make_config(model, str(preset), lr=0.5)
