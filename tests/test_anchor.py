@@ -281,3 +281,25 @@ def test_benchmark_entries_of_the_anchored_methods_read_their_cf_model():
     assert [e.name for e in ordered] == ["mf", "cora-anchored-mf", "tallrec-anchored-mf", "cora-mf"]
     with pytest.raises(CorarecError, match="unknown method"):
         parse_entry("collm-anchored-mf")
+    stacked, fusion = parse_entry("cora-stacked-mf"), parse_entry("tallrec-stacked-mf")
+    assert (stacked.anchor, stacked.train_split, fusion.anchor, fusion.train_split) == ("cf", "valid-half", "cf", "valid-half")
+    assert stacked.label == "CoRA-MF (stacked on held-out users, beyond the paper)"
+    assert fusion.label == "TALLRec + MF anchor, stacked (fusion baseline)"
+    assert parse_entry("cora-anchored-mf").train_split == "train"
+
+
+def test_a_stacked_run_trains_on_one_half_of_the_validation_users_and_validates_on_the_other(tiny, tmp_path):
+    from corarec.data.sampling import split_users
+    from corarec.evaluation.evaluate import score_rows
+    from corarec.evaluation.metrics import auc
+    from corarec.training.loop import train
+    from corarec.training.runs import load_run
+
+    run = tmp_path / "run"
+    metrics = train(method="tallrec", data=tiny.data, out=run, cf=tiny.cf_dir, llm=str(tiny.llm), anchor="cf",
+                    train_split="valid-half", valid_sample_seed=5, **TRAIN)
+    loaded = load_run(run)
+    assert loaded.config.train.train_split == "valid-half"
+    _, half_b = split_users(loaded.dataset.valid, 5)
+    assert 0 < len(half_b) < len(loaded.dataset.valid)
+    assert auc(half_b["label"], score_rows(loaded, half_b, progress=False)) == pytest.approx(metrics["best_valid_auc"], abs=1e-12)

@@ -113,6 +113,30 @@ def test_the_sample_seeds_fix_the_training_and_validation_rows_whatever_the_trai
     assert rows(0, **fixed) == rows(1, **fixed) == rows(2, **fixed)
 
 
+def test_valid_half_trains_and_validates_on_disjoint_halves_of_the_validation_users():
+    from corarec.training.config import resolve_config
+
+    ds = tiny_dataset()
+
+    def rows(valid_seed, **settings):
+        config = resolve_config("cora", "/d", "/o", "/c", None, None, None, 0, "cpu", False, train_split="valid-half",
+                                valid_sample_seed=valid_seed, **settings)
+        return training.training_rows(ds, config)
+
+    train_rows, valid_rows = rows(3)
+    valid_users = set(ds.valid["user_id"])
+    assert set(train_rows["user_id"]) | set(valid_rows["user_id"]) == valid_users  # every validation user, once
+    assert not set(train_rows["user_id"]) & set(valid_rows["user_id"])
+    assert len(set(train_rows["user_id"])) == len(valid_users) // 2
+    key = ["user_id", "item_id", "timestamp"]
+    assert len(train_rows.merge(ds.valid, on=key)) == len(train_rows) == len(ds.valid) - len(valid_rows)
+    assert train_rows.merge(ds.train, on=key).empty  # nothing the CF model learned from
+    assert rows(3)[0].equals(train_rows) and not rows(4)[0].equals(train_rows)  # the validation seed cuts
+    capped_train, capped_valid = rows(3, max_train_samples=10, train_sample="rows", max_eval_samples=10)
+    assert len(capped_train) == 10 and set(capped_train["user_id"]) <= set(train_rows["user_id"])
+    assert len(capped_valid) <= 14 and set(capped_valid["user_id"]) <= set(valid_rows["user_id"])  # whole users
+
+
 def test_a_run_leaves_every_row_it_read_in_the_prefix_cache(inputs, tmp_path):
     from corarec.data.prompts import template_id
     from corarec.llm.prefix_cache import PrefixCache

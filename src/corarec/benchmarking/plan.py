@@ -37,6 +37,8 @@ class Entry:
     """Entry whose run initialises this one (CoLLM ← TALLRec)."""
     anchor: str = "none"
     """The method's ``anchor`` setting: ``cf`` for the CF-anchored entries (``<method>-anchored-<cf>``)."""
+    train_split: str = "train"
+    """The method's ``train_split`` setting: ``valid-half`` for the stacked entries (``<method>-stacked-<cf>``)."""
 
     @property
     def per_seed(self) -> bool:
@@ -61,14 +63,17 @@ def parse_entry(name: str) -> Entry:
         method, cf = match[1], match[2]
         label = ("CoRA-" if method == "cora" else "CoLLM-") + CF_LABELS[cf]
         return Entry(key, label, "llm", method=method, cf=cf, init="tallrec" if method == "collm" else None)
-    match = re.fullmatch(r"(cora|tallrec)-anchored-(\w+)", key)
-    if match and match[2] in CF_MODELS:  # beyond the paper: the CF-anchored score (anchor = "cf")
-        method, cf = match[1], match[2]
-        label = (f"CoRA-{CF_LABELS[cf]} (anchored, beyond the paper)" if method == "cora"
-                 else f"TALLRec + {CF_LABELS[cf]} anchor (fusion baseline)")
-        return Entry(key, label, "llm", method=method, cf=cf, anchor="cf")
+    match = re.fullmatch(r"(cora|tallrec)-(anchored|stacked)-(\w+)", key)
+    if match and match[3] in CF_MODELS:  # beyond the paper: the CF-anchored score (anchor = "cf")
+        method, stacked, cf = match[1], match[2] == "stacked", match[3]
+        # stacked: trained on half of the validation users, the rows the CF model never saw (train_split)
+        how = "stacked on held-out users" if stacked else "anchored"
+        label = (f"CoRA-{CF_LABELS[cf]} ({how}, beyond the paper)" if method == "cora"
+                 else f"TALLRec + {CF_LABELS[cf]} anchor{', stacked' if stacked else ''} (fusion baseline)")
+        return Entry(key, label, "llm", method=method, cf=cf, anchor="cf",
+                     train_split="valid-half" if stacked else "train")
     known = ", ".join([*REFERENCES, *CF_MODELS, "icl", "tallrec", "collm-<cf>", "cora-<cf>", "cora-anchored-<cf>",
-                       "tallrec-anchored-<cf>"])
+                       "tallrec-anchored-<cf>", "cora-stacked-<cf>", "tallrec-stacked-<cf>"])
     raise CorarecError(f"--methods: unknown method '{name}' (known: {known}; <cf> is one of {', '.join(CF_MODELS)})")
 
 

@@ -127,7 +127,8 @@ def format_markdown(summary: dict) -> str:
         f"- AUC − MF [95% CI]: the method's AUC minus MF's on the same test rows, with a {interval}.",
         "- valid AUC: on the validation rows above, for every method (LLM methods: their best validation "
         "during training, on exactly these rows; the logistic reference is fitted on valid, so its valid "
-        "AUC is in-sample). \"whole test\" / \"whole split\": CF models and references scored on every row "
+        "AUC is in-sample; the stacked entries train on half of the validation split's users and validate on the "
+        "other half, so theirs is on those rows). \"whole test\" / \"whole split\": CF models and references scored on every row "
         "of the test / valid split, beside their figure on the sample.",
         "- train time: seconds of training per seed (LLM methods: the loop's time, validations included); "
         "trainable params: trained weights (references: the fitted rates and coefficients).",

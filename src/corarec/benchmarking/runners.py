@@ -134,6 +134,8 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
             "cf_weights": file_digest(cf / "model.safetensors") if cf else None,
             "init_weights": file_digest(init / "model.safetensors") if init else None}
     anchor = {"anchor": entry.anchor} if entry.anchor != "none" else {}  # the paper's entries: specs as before
+    if entry.train_split != "train":  # stacked: it trains and validates on disjoint halves of the validation users
+        anchor["train_split"] = entry.train_split
     spec.update(anchor)
     cached = cached_result(run, spec, bench.rows, bench.test, bench.retrain_stale)
     if cached is not None:

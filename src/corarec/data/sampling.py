@@ -41,3 +41,12 @@ def subsample_users(rows: pd.DataFrame, max_rows: int | None, seed: int) -> pd.D
         if total >= max_rows:
             break
     return rows[rows["user_id"].isin(set(chosen))]
+
+
+def split_users(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``rows`` cut into two halves of whole users (a seeded permutation of the distinct users; the
+    first half gets ``⌊users / 2⌋``), each in the rows' original order: ``(half A, half B)``."""
+    users = np.sort(rows["user_id"].unique())
+    half_a = set(np.random.default_rng(seed).permutation(users)[: len(users) // 2].tolist())
+    in_a = rows["user_id"].isin(half_a).to_numpy()
+    return rows[in_a], rows[~in_a]

@@ -27,6 +27,10 @@ __all__ = ["SEED_MAX", "RunConfig", "TrainConfig", "apply_fields", "load_preset"
            "to_dict"]
 
 
+TRAIN_SPLITS = ("train", "valid-half")
+"""Values of :attr:`TrainConfig.train_split`."""
+
+
 @dataclass
 class TrainConfig(Settings):
     """Settings of the shared training loop (paper defaults: official CoRA configs)."""
@@ -56,6 +60,13 @@ class TrainConfig(Settings):
     train_sample: str = setting("users", choices=("rows", "users"), doc="""
         How ``max_train_samples`` draws: 'users' (whole users, as validation and test are drawn) or 'rows'
         (uniform rows, spanning nearly every user: 4,000 MovieLens-100K train rows = 612 users instead of 46).""")
+    train_split: str = setting("train", choices=TRAIN_SPLITS, doc="""
+        Which rows the LLM trains on. 'train' (the paper): the train split, the rows the CF model learned from.
+        'valid-half' (beyond the paper; for the CF-anchored score): the validation split's users are cut in two
+        halves (seeded with ``valid_sample_seed``): the run trains on the rows of one and validates on the other,
+        so the LLM learns what the CF model misses on rows it never saw, and on the cold users that the
+        validation and test months hold (the train split has none). ``max_train_samples`` and
+        ``max_eval_samples`` then draw within each half.""")
     max_eval_samples: int | None = setting(None, at_least=1, doc="""
         Validate on at most this many rows (whole users, seeded); None = all.""")
     valid_sample_seed: int | None = setting(None, at_least=0, at_most=SEED_MAX, doc="""

@@ -38,7 +38,7 @@ from corarec.training.config import RunConfig, resolve_config
 from corarec.utils import distributed
 from corarec.utils.device import resolve_device
 from corarec.utils.seeding import seed_everything
-from corarec.data.sampling import subsample_rows, subsample_users
+from corarec.data.sampling import split_users, subsample_rows, subsample_users
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import report, score_rows
@@ -182,13 +182,20 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
 
 
 def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded)."""
+    """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded). With
+    ``train_split = 'valid-half'`` both come from the validation split, from disjoint halves of its users."""
     tc = config.train
     sample = subsample_rows if tc.train_sample == "rows" else subsample_users
     train_seed = config.seed if tc.train_sample_seed is None else tc.train_sample_seed
-    train_rows = sample(dataset.train, tc.max_train_samples, train_seed).reset_index(drop=True)
     valid_seed = config.seed if tc.valid_sample_seed is None else tc.valid_sample_seed
-    return train_rows, subsample_users(dataset.valid, tc.max_eval_samples, valid_seed)
+    train_split, valid_split = dataset.train, dataset.valid
+    if tc.train_split == "valid-half":
+        train_split, valid_split = split_users(dataset.valid, valid_seed)
+        if train_split.empty or valid_split.empty:
+            raise CorarecError(f"train_split 'valid-half': the validation split of {config.data} has "
+                               f"{dataset.valid['user_id'].nunique()} user(s); two halves need at least 2")
+    train_rows = sample(train_split, tc.max_train_samples, train_seed).reset_index(drop=True)
+    return train_rows, subsample_users(valid_split, tc.max_eval_samples, valid_seed)
 
 
 def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer,
