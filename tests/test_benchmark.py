@@ -176,6 +176,14 @@ def test_cf_models_are_tuned_once_and_the_chosen_settings_recorded(tmp_path):
     stamp = record.stat().st_mtime_ns
     assert benchmark(data, out, methods="mf", preset=str(preset), seeds="0,1,2")["cf_settings"]["mf"] == tuning
     assert record.stat().st_mtime_ns == stamp  # tuned once, whatever the training seeds
+    # a preset that now holds other values of the searched settings keeps its tuning; any other setting does not
+    preset.write_text(PRESET.replace("cf: {dim: 8,", "cf: {dim: 4, lr: 5.0e-2,"))
+    assert benchmark(data, out, methods="mf", preset=str(preset), seeds="0,1")["cf_settings"]["mf"] == tuning
+    assert record.stat().st_mtime_ns == stamp
+    preset.write_text(PRESET.replace("epochs: 2,", "epochs: 3,"))
+    with pytest.raises(CorarecError, match=r"tuning: trained with other settings \(settings.epochs: 2 there, 3 now\)"):
+        benchmark(data, out, methods="mf", preset=str(preset), seeds="0,1")
+    preset.write_text(PRESET)
 
     fixed = benchmark(data, tmp_path / "fixed", methods="mf", preset=str(preset), tune_cf=False)
     assert fixed["cf_settings"]["mf"] == {"tuned": False, "chosen": {"lr": 1e-3, "weight_decay": 3e-5, "dim": 8}}

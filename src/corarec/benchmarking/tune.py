@@ -62,7 +62,7 @@ def _tune(data: Path, model: str, settings: dict, grid: dict, seed: int, tuning:
     spec = {"model": model, "settings": settings, "grid": grid, "seed": seed, "data": str(Path(data).resolve())}
     if (tuning / TUNING).is_file():
         stored = read_json(tuning / TUNING)
-        if stored.get("spec") == spec:
+        if _searched_over(stored.get("spec") or {}) == _searched_over(spec):
             tqdm.write(f"    reusing the tuning of {model} in {tuning}")
             return stored["record"]
         set_aside_stale(tuning, difference(stored.get("spec") or {}, spec), retrain_stale)
@@ -77,4 +77,11 @@ def _tune(data: Path, model: str, settings: dict, grid: dict, seed: int, tuning:
               "tuning_seconds": metrics["train_seconds"], "tuning_run": str(tuning / "grid")}
     write_json(tuning / TUNING, {"spec": spec, "record": record})
     return record
+
+
+def _searched_over(spec: dict) -> dict:
+    """``spec`` without the settings its grid replaces: a grid search's result does not depend on the
+    values they had before it (a preset that now holds the tuned values keeps its tuning)."""
+    grid = spec.get("grid") or {}
+    return {**spec, "settings": {k: v for k, v in (spec.get("settings") or {}).items() if k not in grid}}
 
