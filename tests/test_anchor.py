@@ -303,3 +303,7 @@ def test_a_stacked_run_trains_on_one_half_of_the_validation_users_and_validates_
     _, half_b = split_users(loaded.dataset.valid, 5)
     assert 0 < len(half_b) < len(loaded.dataset.valid)
     assert auc(half_b["label"], score_rows(loaded, half_b, progress=False)) == pytest.approx(metrics["best_valid_auc"], abs=1e-12)
+    from corarec.evaluation.evaluate import evaluate
+
+    assert "trained on half of the validation split's users" in evaluate(run, split="valid")["in_sample"]
+    assert "in_sample" not in evaluate(run, split="test")

@@ -84,4 +84,3 @@ def _searched_over(spec: dict) -> dict:
     values they had before it (a preset that now holds the tuned values keeps its tuning)."""
     grid = spec.get("grid") or {}
     return {**spec, "settings": {k: v for k, v in (spec.get("settings") or {}).items() if k not in grid}}
-

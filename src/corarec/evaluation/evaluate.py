@@ -140,6 +140,11 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     scores = score_rows(loaded, rows, batch_size, desc=split)
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
+    if split == "valid" and cfg.train.train_split == "valid-half":  # said, not refused: half B is in there too
+        metrics["in_sample"] = ("the run trained on half of the validation split's users (train_split 'valid-half'); "
+                                "these metrics include their rows")
+        if distributed.is_main():
+            tqdm.write(f"note: {metrics['in_sample']}")
 
     if distributed.is_main():  # every process holds every score; one writes
         if predictions is not None:
