@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 
 from corarec.benchmarking.samples import draw
 from corarec.cf.checkpoint import load_cf
-from corarec.cf.references import smoothed_rate
+from corarec.cf.references import rate_log_odds
 from corarec.cf.train import cf_logits
 from corarec.data.sampling import split_users
 from corarec.data.schema import read_dataset
@@ -37,11 +37,11 @@ from corarec.evaluation.bootstrap import paired_auc_difference
 from corarec.evaluation.metrics import auc, warm_mask
 
 
-def features(known: pd.DataFrame, rows: pd.DataFrame, cf_logit: np.ndarray) -> np.ndarray:
-    """``[N, 3]``: the CF logit, the item's smoothed positive rate in ``known`` (log-odds), log(1 + history length)."""
-    rate = smoothed_rate(known, "item_id", rows).clip(1e-4, 1 - 1e-4)
+def features(train: pd.DataFrame, rows: pd.DataFrame, cf_logit: np.ndarray) -> np.ndarray:
+    """``[N, 3]``: the CF logit, the item's smoothed positive rate in ``train`` (log-odds), log(1 + history length).
+    Rates from ``train`` only: rates counting half A would hold each fitting row's own label."""
     history = np.array([len(h) for h in rows["history"]], dtype=np.float64)
-    return np.stack([cf_logit, np.log(rate / (1 - rate)), np.log1p(history)], 1)
+    return np.stack([cf_logit, rate_log_odds(train, "item_id", rows), np.log1p(history)], 1)
 
 
 def main() -> None:
@@ -73,7 +73,6 @@ def main() -> None:
         parts = {name: (rows, cf_logits(model, rows)) for name, rows in
                  (("a", half_a), ("b", half_b), ("test", test))}
         cf_test = parts["test"][1]
-        # item rates from train only: rates counting half A would hold each fitting row's own label
         x = {name: features(ds.train, rows, logit) for name, (rows, logit) in parts.items()}
         stacker = LogisticRegression().fit(x["a"], half_a["label"].to_numpy())
         stacked = {name: stacker.decision_function(x[name]) for name in x}

@@ -290,7 +290,7 @@ def test_benchmark_entries_of_the_anchored_methods_read_their_cf_model():
 
 def test_a_stacked_run_trains_on_one_half_of_the_validation_users_and_validates_on_the_other(tiny, tmp_path):
     from corarec.data.sampling import split_users
-    from corarec.evaluation.evaluate import score_rows
+    from corarec.evaluation.evaluate import evaluate, score_rows
     from corarec.evaluation.metrics import auc
     from corarec.training.loop import train
     from corarec.training.runs import load_run
@@ -303,7 +303,5 @@ def test_a_stacked_run_trains_on_one_half_of_the_validation_users_and_validates_
     _, half_b = split_users(loaded.dataset.valid, 5)
     assert 0 < len(half_b) < len(loaded.dataset.valid)
     assert auc(half_b["label"], score_rows(loaded, half_b, progress=False)) == pytest.approx(metrics["best_valid_auc"], abs=1e-12)
-    from corarec.evaluation.evaluate import evaluate
-
     assert "trained on half of the validation split's users" in evaluate(run, split="valid")["in_sample"]
     assert "in_sample" not in evaluate(run, split="test")

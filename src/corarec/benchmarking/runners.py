@@ -133,10 +133,11 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
             # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
             "cf_weights": file_digest(cf / "model.safetensors") if cf else None,
             "init_weights": file_digest(init / "model.safetensors") if init else None}
-    anchor = {"anchor": entry.anchor} if entry.anchor != "none" else {}  # the paper's entries: specs as before
+    # the settings of the entries beyond the paper (the paper's entries: specs as before)
+    variant = {"anchor": entry.anchor} if entry.anchor != "none" else {}
     if entry.train_split != "train":  # stacked: it trains and validates on disjoint halves of the validation users
-        anchor["train_split"] = entry.train_split
-    spec.update(anchor)
+        variant["train_split"] = entry.train_split
+    spec.update(variant)
     cached = cached_result(run, spec, bench.rows, bench.test, bench.retrain_stale)
     if cached is not None:
         return cached
@@ -149,7 +150,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
                 shutil.rmtree(run)
     if not (run / CONFIG).is_file():
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
-              seed=seed, device=bench.device, bf16=bench.bf16, **samples, **anchor)
+              seed=seed, device=bench.device, bf16=bench.bf16, **samples, **variant)
     loaded = load_run(run, device=bench.device)
     distributed.start(loaded.device)  # under a launcher the processes share the scoring (no-op otherwise)
     scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")

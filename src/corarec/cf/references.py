@@ -35,12 +35,16 @@ def item_rate_scores(ds: Dataset, split: str, smoothing: float = SMOOTHING) -> n
     return smoothed_rate(ds.train, "item_id", ds.splits[split], smoothing)
 
 
+def rate_log_odds(train: pd.DataFrame, key: str, frame: pd.DataFrame, smoothing: float = SMOOTHING) -> np.ndarray:
+    """Log-odds of :func:`smoothed_rate` per row (the rate clipped to [1e-4, 1 − 1e-4])."""
+    rate = smoothed_rate(train, key, frame, smoothing).clip(1e-4, 1 - 1e-4)
+    return np.log(rate / (1 - rate))
+
+
 def rate_features(ds: Dataset, split: str, smoothing: float = SMOOTHING) -> np.ndarray:
     """[N, 2] log-odds of the smoothed user and item train rates of the rows of ``split``."""
     frame = ds.splits[split]
-    rates = np.stack([smoothed_rate(ds.train, k, frame, smoothing) for k in ("user_id", "item_id")], 1)
-    rates = rates.clip(1e-4, 1 - 1e-4)
-    return np.log(rates / (1 - rates))
+    return np.stack([rate_log_odds(ds.train, k, frame, smoothing) for k in ("user_id", "item_id")], 1)
 
 
 def logistic_rates_scores(ds: Dataset, split: str, smoothing: float = SMOOTHING) -> np.ndarray:
