@@ -142,3 +142,34 @@ def test_a_shared_option_needs_one_meaning():
         setting_options([("a", A), ("b", B)])
     with pytest.raises(ValueError, match="'size' has no description"):
         setting_options([("c", C)])
+
+
+def test_torchrun_passes_every_option_of_the_launched_commands_to_corarec():
+    """`torchrun ... -m corarec.cli train|evaluate ...`: torchrun's own parser sees the script's options too and
+    stops at one that abbreviates two of its own (`--run` → `--run-path`, `--run_path`). Every option of the
+    two commands that run under a launcher reaches corarec under at least one of its names, and the commands
+    the docs give for launchers parse."""
+    import re
+    from pathlib import Path
+
+    from torch.distributed.run import get_args_parser
+
+    def passes(args: list[str]) -> bool:
+        try:
+            parsed = get_args_parser().parse_args(["--standalone", "--nproc_per_node", "2", "-m", "corarec.cli", *args])
+        except SystemExit:
+            return False
+        return parsed.training_script == "corarec.cli" and parsed.training_script_args == args
+
+    assert not passes(["evaluate", "--run", "x"])  # the reason for --run-dir: the check can fail
+    for name in ("train", "evaluate"):
+        for param in command(name).params:
+            names = [o for o in param.opts if o.startswith("--")]
+            assert any(passes([name, o, "1"]) for o in names), f"{name}: torchrun swallows {names}"
+    root = Path(__file__).resolve().parent.parent
+    documented = [line for doc in ("README.md", "docs/scaling.md") for line in (root / doc).read_text().splitlines()
+                  if line.startswith(("torchrun", "OMP_NUM_THREADS=1 torchrun")) and "corarec.cli" in line]
+    assert len(documented) >= 4
+    for line in documented:
+        script = re.split(r"\s+#", line)[0].split("corarec.cli", 1)[1].split()
+        assert passes([a for a in script if a not in ("...", "\\")]), line

@@ -127,7 +127,7 @@ def train(
 
 @app.command()
 def evaluate(
-    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="Run directory (from `corarec train`); under torchrun write --run-dir (torchrun reads --run as its own --run-path)"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
     split: str = typer.Option("test", "--split", help="train, valid or test"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Score at most N rows (whole users, seeded)"),
@@ -161,7 +161,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="Run directory (from `corarec train`)"),
     input: Path = typer.Option(..., "--input", help=".csv/.tsv/.parquet with user, item (raw ids), optional label, history, title (of items the dataset does not know)"),
     out: Path = typer.Option(..., "--out", help="Write the scored pairs to this .csv/.parquet"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
@@ -180,7 +180,7 @@ def predict(
 
 @app.command()
 def recommend(
-    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="Run directory (from `corarec train`)"),
     user: str = typer.Option(..., "--user", help="User id as in the original data"),
     k: int = typer.Option(10, "-k", "--k", help="How many items to recommend"),
     candidates: Optional[Path] = typer.Option(None, "--candidates", help="Items to rank: .txt (one id a line) or .csv/.parquet with an item column (and optionally title, for new items)"),
@@ -197,7 +197,7 @@ def recommend(
 
 @app.command()
 def serve(
-    run: Path = typer.Option(..., "--run", help="Run directory (from `corarec train`)"),
+    run: Path = typer.Option(..., "--run", "--run-dir", help="Run directory (from `corarec train`)"),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
@@ -254,7 +254,7 @@ def benchmark(
 
 @app.command()
 def ability(
-    run: list[Path] = typer.Option(..., "--run", help="Run directory of CoRA, TALLRec or CoLLM (repeat --run for several)"),
+    run: list[Path] = typer.Option(..., "--run", "--run-dir", help="Run directory of CoRA, TALLRec or CoLLM (repeat --run for several)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSON to this file (an earlier result there is replaced, nothing else)"),
     pairs: int = typer.Option(200, "--pairs", help="CoRA: test rows drawn (seeded); each (user, item) pair's increment is applied to every probe"),
     titles: int = typer.Option(200, "--titles", help="Dataset titles with a year drawn for the item-knowledge probe"),
