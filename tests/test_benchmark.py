@@ -180,7 +180,8 @@ def test_cf_models_are_tuned_once_and_the_chosen_settings_recorded(tmp_path):
     preset.write_text(PRESET.replace("cf: {dim: 8,", "cf: {dim: 4, lr: 5.0e-2,"))
     assert benchmark(data, out, methods="mf", preset=str(preset), seeds="0,1")["cf_settings"]["mf"] == tuning
     assert record.stat().st_mtime_ns == stamp
-    preset.write_text(PRESET.replace("epochs: 2,", "epochs: 3,"))
+    # ... and the error names only the setting that makes it stale, not the searched dim that changed with it
+    preset.write_text(PRESET.replace("epochs: 2,", "epochs: 3,").replace("cf: {dim: 8,", "cf: {dim: 4,"))
     with pytest.raises(CorarecError, match=r"tuning: trained with other settings \(settings.epochs: 2 there, 3 now\)"):
         benchmark(data, out, methods="mf", preset=str(preset), seeds="0,1")
     preset.write_text(PRESET)

@@ -62,10 +62,11 @@ def _tune(data: Path, model: str, settings: dict, grid: dict, seed: int, tuning:
     spec = {"model": model, "settings": settings, "grid": grid, "seed": seed, "data": str(Path(data).resolve())}
     if (tuning / TUNING).is_file():
         stored = read_json(tuning / TUNING)
-        if _searched_over(stored.get("spec") or {}) == _searched_over(spec):
+        found, wanted = _searched_over(stored.get("spec") or {}), _searched_over(spec)
+        if found == wanted:
             tqdm.write(f"    reusing the tuning of {model} in {tuning}")
             return stored["record"]
-        set_aside_stale(tuning, difference(stored.get("spec") or {}, spec), retrain_stale)
+        set_aside_stale(tuning, difference(found, wanted), retrain_stale)  # names only what makes it stale
     n = 1
     for values in grid.values():
         n *= len(values)
