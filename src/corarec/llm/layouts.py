@@ -65,6 +65,12 @@ def linear_sizes(module: nn.Module) -> tuple[int, int] | None:
     return None
 
 
+def names_suffix(name: str, suffix: str) -> bool:
+    """Whether the module name ``name`` is ``suffix`` or ends with ``"." + suffix`` (how ``--targets``
+    name modules: ``q_proj`` matches ``self_attn.q_proj``, never ``self_attn.xq_proj``)."""
+    return name == suffix or name.endswith("." + suffix)
+
+
 def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
     """``--targets`` (``"q,k,v,o"``, suffixes) → the module-name suffixes they mean in ``model``'s layout.
 
@@ -77,7 +83,7 @@ def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
     names = [n for n, _ in layer.named_modules() if n]
 
     def present(suffix: str) -> bool:
-        return any(n == suffix or n.endswith("." + suffix) for n in names)
+        return any(names_suffix(n, suffix) for n in names)
 
     resolved: list[str] = []
     for suffix in requested:
