@@ -65,7 +65,7 @@ def linear_sizes(module: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def names_suffix(name: str, suffix: str) -> bool:
+def matches_suffix(name: str, suffix: str) -> bool:
     """Whether the module name ``name`` is ``suffix`` or ends with ``"." + suffix`` (how ``--targets``
     name modules: ``q_proj`` matches ``self_attn.q_proj``, never ``self_attn.xq_proj``)."""
     return name == suffix or name.endswith("." + suffix)
@@ -83,7 +83,7 @@ def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
     names = [n for n, _ in layer.named_modules() if n]
 
     def present(suffix: str) -> bool:
-        return any(names_suffix(n, suffix) for n in names)
+        return any(matches_suffix(n, suffix) for n in names)
 
     resolved: list[str] = []
     for suffix in requested:

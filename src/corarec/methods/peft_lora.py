@@ -22,7 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from corarec.errors import CorarecError
-from corarec.llm.layouts import names_suffix, resolve_targets, stores_transposed
+from corarec.llm.layouts import matches_suffix, resolve_targets, stores_transposed
 from corarec.utils.io import atomic_dir, load_tensors, read_json
 from corarec.methods.targets import parse_layers
 
@@ -69,7 +69,7 @@ def _targets_conv1d(model: nn.Module, suffixes: list[str]) -> bool:
     """Whether the first module named by ``suffixes`` is a ``Conv1D`` (GPT-2 style: all of them are);
     peft's ``fan_in_fan_out`` then matches their ``[d_in, d_out]`` weights (peft corrects a mismatch)."""
     for name, module in model.named_modules():
-        if any(names_suffix(name, s) for s in suffixes):
+        if any(matches_suffix(name, s) for s in suffixes):
             return stores_transposed(module)
     return False
 

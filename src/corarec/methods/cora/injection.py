@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from corarec.errors import CorarecError
-from corarec.llm.layouts import layer_linear_maps, linear_sizes, names_suffix, resolve_targets, stores_transposed
+from corarec.llm.layouts import (layer_linear_maps, linear_sizes, matches_suffix, resolve_targets,
+                                 stores_transposed)
 from corarec.llm.model import decoder_layers
 from corarec.methods.targets import parse_layers
 
@@ -192,7 +193,7 @@ def delta_key(suffix: str) -> str:
 
 def _find_one(layer: nn.Module, suffix: str, index: int, model: nn.Module) -> tuple[str, nn.Module]:
     """The single submodule of ``layer`` whose name ends with ``suffix``: an ``nn.Linear`` or ``Conv1D``."""
-    hits = [(n, m) for n, m in layer.named_modules() if names_suffix(n, suffix)]
+    hits = [(n, m) for n, m in layer.named_modules() if matches_suffix(n, suffix)]
     if len(hits) != 1:
         found = ", ".join(n for n, _ in hits) or "none"
         raise CorarecError(f"target {suffix!r} in layer {index} of {type(model).__name__}: expected exactly one "
