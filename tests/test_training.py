@@ -37,6 +37,7 @@ def test_run_directory_holds_config_weights_and_metrics_but_nothing_of_the_llm(i
     assert metrics["finished"] and metrics["steps"] == 4
     assert [point["step"] for point in metrics["valid_curve"]] == [2, 4]
     assert metrics["best_valid_auc"] == max(p["valid_auc"] for p in metrics["valid_curve"])
+    assert all(len(p["valid_auc_halves"]) == 2 for p in metrics["valid_curve"])
     config = read_json(tmp_path / "run" / "config.json")
     assert config["method"] == "cora" and config["seed"] == 0 and config["cf"] == str(inputs["cf"])
     assert config["method_config"]["rank"] == 4 and config["train"]["max_steps"] == 4
@@ -151,3 +152,19 @@ def test_a_run_leaves_every_row_it_read_in_the_prefix_cache(inputs, tmp_path):
     batch = run.batcher(valid_rows)
     reader.hidden_states(batch.input_ids, batch.attention_mask)
     assert reader.misses == 0 and reader.hits == len(valid_rows)
+
+
+def test_halves_auc_splits_the_validation_users_into_two_fixed_halves():
+    import pandas as pd
+    from corarec.data.sampling import split_users
+    from corarec.training.loop import HALVES_SEED, halves_auc
+
+    rows = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2, 3, 3], "label": [1, 0, 1, 0, 1, 0, 0, 0]})
+    half_a = set(split_users(rows, HALVES_SEED)[0]["user_id"])
+    assert len(half_a) == 2
+    # scores rank every half-A positive above its negatives (AUC 1) and every half-B positive below (AUC 0)
+    scores = [(1.0 if label else 0.0) if user in half_a else (0.0 if label else 1.0)
+              for user, label in zip(rows["user_id"], rows["label"])]
+    a, b = halves_auc(rows, scores)
+    assert a == 1.0 and (b == 0.0 if rows[~rows["user_id"].isin(half_a)]["label"].nunique() == 2 else b is None)
+    assert halves_auc(rows.assign(label=1), scores) == [None, None]  # one class in a half: no AUC

@@ -42,6 +42,7 @@ from corarec.data.sampling import split_users, subsample_rows, subsample_users
 from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import report, score_rows
+from corarec.evaluation.metrics import auc as roc_auc
 from corarec.utils.io import load_tensors, read_json, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
@@ -207,7 +208,8 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float],
     scores = score_rows(run, valid_rows, desc="validate")
     metrics = report(valid_rows, scores, run.dataset.train)
     auc = metrics["all"]["auc"]
-    state.curve.append({"step": state.step, "valid_auc": auc, "train_loss": float(np.mean(losses)) if losses else None,
+    state.curve.append({"step": state.step, "valid_auc": auc, "valid_auc_halves": halves_auc(valid_rows, scores),
+                        "train_loss": float(np.mean(losses)) if losses else None,
                         **gradient_summary(list(grad_norms)), "seconds": round(state.train_seconds, 1)})
     log_validation(log, state.step, metrics)
     if auc is not None and auc > state.best_valid_auc:
@@ -222,6 +224,19 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float],
             state.stopped_early = True
     save_checkpoint(out / CHECKPOINT, run, optimizer, state)
     write_metrics(out, state, run)
+
+
+HALVES_SEED = 0
+"""Seed of the two fixed halves of the validation users in ``valid_curve`` (the same for every run)."""
+
+
+def halves_auc(valid_rows: pd.DataFrame, scores: np.ndarray) -> list[float | None]:
+    """``[AUC of half A, AUC of half B]``: two disjoint halves of the validation users (:func:`split_users` with
+    :data:`HALVES_SEED`): a setting chosen on half A's curve is confirmed on half B's."""
+    in_a = valid_rows["user_id"].isin(split_users(valid_rows, HALVES_SEED)[0]["user_id"]).to_numpy()
+    labels, scores = valid_rows["label"].to_numpy(), np.asarray(scores)
+    halves = [roc_auc(labels[part], scores[part]) for part in (in_a, ~in_a)]
+    return [None if math.isnan(value) else value for value in halves]  # None: a half with one class only
 
 
 def log_validation(log: ScalarLog | None, step: int, metrics: dict) -> None:
@@ -262,8 +277,8 @@ def finish_without_training(run: LoadedRun, valid_rows, out: Path, log: ScalarLo
     state.best_valid = report(valid_rows, scores, run.dataset.train)
     state.best_valid_auc, state.best_step = state.best_valid["all"]["auc"], 0
     state.finished = True
-    state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "train_loss": None, **gradient_summary([]),
-                        "seconds": 0.0})
+    state.curve.append({"step": 0, "valid_auc": state.best_valid_auc, "valid_auc_halves": halves_auc(valid_rows, scores),
+                        "train_loss": None, **gradient_summary([]), "seconds": 0.0})
     log_validation(log, 0, state.best_valid)
     if distributed.is_main():
         save_tensors(out / WEIGHTS, run.method.trainable_state_dict())
