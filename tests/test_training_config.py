@@ -122,6 +122,10 @@ def test_a_preset_extends_another_key_by_key_and_a_loop_is_a_clear_error(tmp_pat
     full, cpu = load_preset("cpu-full"), load_preset("cpu")
     assert full["train"]["max_train_samples"] is None and cpu["train"]["max_train_samples"] == 8000
     assert full["train"]["batch_size"] == cpu["train"]["batch_size"] and full["cora"] == cpu["cora"]  # inherited
+    # a method's own train section (inherited) still beats the extending preset's shared train section
+    from corarec.training.config import resolve_config
+    assert resolve_config("cora", data="d", preset="cpu-full").train.lr == cpu["cora"]["train"]["lr"] != full["train"]["lr"]
+    assert resolve_config("tallrec", data="d", preset="cpu-full").train.lr == full["train"]["lr"]
     (tmp_path / "base.yaml").write_text("train: {lr: 0.01, batch_size: 4}\ncora: {generator: {depth: 3, queries: 2}}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {lr: 0.02}\ncora: {generator: {depth: 5}}\n")
     child = load_preset(str(tmp_path / "child.yaml"))  # a relative 'extends' is read beside the file
