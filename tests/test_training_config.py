@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corarec.training.config import TrainConfig, apply_fields, load_preset, run_config_from_dict, to_dict
+from corarec.training.config import (TrainConfig, apply_fields, load_preset, resolve_config, run_config_from_dict,
+                                     to_dict)
 from corarec.data.sampling import subsample_rows, subsample_users
 from corarec.errors import CorarecError
 from corarec.training.loop import learning_rate
@@ -123,7 +124,6 @@ def test_a_preset_extends_another_key_by_key_and_a_loop_is_a_clear_error(tmp_pat
     assert full["train"]["max_train_samples"] is None and cpu["train"]["max_train_samples"] == 8000
     assert full["train"]["batch_size"] == cpu["train"]["batch_size"] and full["cora"] == cpu["cora"]  # inherited
     # a method's own train section (inherited) still beats the extending preset's shared train section
-    from corarec.training.config import resolve_config
     assert resolve_config("cora", data="d", preset="cpu-full").train.lr == cpu["cora"]["train"]["lr"] != full["train"]["lr"]
     assert resolve_config("tallrec", data="d", preset="cpu-full").train.lr == full["train"]["lr"]
     (tmp_path / "base.yaml").write_text("train: {lr: 0.01, batch_size: 4}\ncora: {generator: {depth: 3, queries: 2}}\n")
