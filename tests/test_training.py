@@ -98,6 +98,29 @@ def test_evaluate_writes_split_metrics_and_predictions(inputs, tmp_path):
         evaluate(tmp_path / "run", split="dev")
 
 
+def test_evaluate_draws_the_rows_the_run_validated_on_unless_told_another_seed(inputs, tmp_path):
+    from corarec.data.sampling import subsample_users
+    from corarec.training.runs import load_run
+
+    run_cora(inputs, tmp_path / "run", max_eval_samples=12, valid_sample_seed=7)
+    loaded = load_run(tmp_path / "run", device="cpu")
+    _, validated = training.training_rows(loaded.dataset, loaded.config)
+    users = loaded.dataset.users["user_raw"].to_numpy()
+
+    def scored_users(**kwargs):
+        pred = tmp_path / "pred.csv"
+        metrics = evaluate(tmp_path / "run", max_samples=12, predictions=pred, **kwargs)
+        return metrics["sample_seed"], sorted(set(pd.read_csv(pred)["user"]))
+
+    assert scored_users(split="valid") == (7, sorted(set(users[validated["user_id"]])))
+    test = loaded.dataset.test
+    for seed in (0, 3):  # the test split: the run's seed (0) by default, or the one given
+        kwargs = {} if seed == 0 else {"sample_seed": seed}
+        assert scored_users(split="test", **kwargs) == (seed, sorted(set(users[subsample_users(test, 12, seed)["user_id"]])))
+    with pytest.raises(CorarecError, match="--sample-seed does not apply to --ranking"):
+        evaluate(tmp_path / "run", ranking=True, sample_seed=1)
+
+
 def test_the_sample_seeds_fix_the_training_and_validation_rows_whatever_the_training_seed():
     from corarec.training.config import resolve_config
 

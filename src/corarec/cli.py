@@ -138,6 +138,7 @@ def evaluate(
     k: str = typer.Option("5,10,20", "--k", help="--ranking: cut-offs of Recall@k, NDCG@k, HR@k"),
     pool: int = typer.Option(100, "--pool", help="--ranking: the CF model's top N catalogue items are re-ranked"),
     max_users: int = typer.Option(50, "--max-users", help="--ranking: test users drawn (whole users, seed 0; each costs --pool scorings; 0: all)"),
+    sample_seed: Optional[int] = typer.Option(None, "--sample-seed", help="Seed of the --max-samples draw (default: the run's own; valid: the seed its validation rows were drawn with)"),
 ) -> None:
     """Score a split with a trained run and print AUC / UAUC / GAUC (all, warm, cold); saved to RUN/eval/SPLIT.json.
 
@@ -146,7 +147,7 @@ def evaluate(
 
     metrics = evaluate_fn(run=run, data=data, split=split, max_samples=max_samples,
                           predictions=predictions, batch_size=batch_size, device=device, ranking=ranking,
-                          k=k, pool=pool, max_users=max_users)
+                          k=k, pool=pool, max_users=max_users, sample_seed=sample_seed)
     if not is_main_process():
         return
     if ranking:

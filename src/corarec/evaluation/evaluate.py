@@ -99,10 +99,14 @@ EVAL_DIR = "eval"
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
              max_samples: int | None = None, predictions: str | Path | None = None,
              batch_size: int | None = None, device: str | None = None, ranking: bool = False,
-             k: str | list[int] = "5,10,20", pool: int = 100, max_users: int | None = 50) -> dict:
+             k: str | list[int] = "5,10,20", pool: int = 100, max_users: int | None = 50,
+             sample_seed: int | None = None) -> dict:
     """Score a split with a trained run; the print-ready metrics, also saved to ``RUN/eval/<split>.json``.
 
-    ``max_samples`` keeps whole users (seeded by the run's seed) so UAUC stays meaningful.
+    ``max_samples`` keeps whole users so UAUC stays meaningful, drawn with ``sample_seed``: by default the
+    seed the run drew its own validation rows with (``valid``: the same ``max_eval_samples`` rows give the
+    same rows the training validated on) and the run's seed for the other splits (``corarec benchmark``
+    draws its test rows with its ``--sample-seed``, 0 by default: pass that to score the same rows).
     ``predictions`` (``.csv`` or ``.parquet``) receives one row per scored pair. Every option is
     checked before the run is loaded; the training's ``metrics.json`` is never written. Under a
     launcher with several processes the rows are scored in parallel and the main process writes.
@@ -119,7 +123,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         distributed.one_process_only("corarec evaluate --ranking")
 
         for name, value, default in (("--split", split, "test"), ("--max-samples", max_samples, None),
-                                     ("--predictions", predictions, None)):
+                                     ("--predictions", predictions, None), ("--sample-seed", sample_seed, None)):
             if value != default:
                 raise CorarecError(f"{name} does not apply to --ranking (the top-k evaluation ranks test "
                                    "users; --max-users sets how many)")
@@ -133,13 +137,18 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if predictions is not None:
         check_predictions_path(predictions)
     check_option(TrainConfig, "eval_batch_size", batch_size, "--batch-size")
+    check_option(TrainConfig, "valid_sample_seed", sample_seed, "--sample-seed")
     loaded = load_run(run, data=data, device=device)
     distributed.start(loaded.device)  # under a launcher: the processes share the rows (no-op otherwise)
     cfg = loaded.config
-    rows = subsample_users(loaded.dataset.splits[split], max_samples, cfg.seed)
+    if sample_seed is None:
+        own_valid_seed = cfg.train.valid_sample_seed
+        sample_seed = own_valid_seed if split == "valid" and own_valid_seed is not None else cfg.seed
+    rows = subsample_users(loaded.dataset.splits[split], max_samples, sample_seed)
     scores = score_rows(loaded, rows, batch_size, desc=split)
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
+    metrics["sample_seed"] = sample_seed
     if split == "valid" and cfg.train.train_split == "valid-half":  # said, not refused: half B is in there too
         metrics["in_sample"] = ("the run trained on half of the validation split's users (train_split 'valid-half'); "
                                 "these metrics include their rows")
