@@ -186,6 +186,20 @@ def test_resuming_a_copy_advances_the_copy_from_any_directory(tiny_run, tmp_path
     assert not (copy / LOCK).exists()
 
 
+def test_resume_from_the_command_line_needs_only_out_and_refuses_new_settings(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    interrupted_run(tiny_run, out, monkeypatch)
+    before = snapshot(out)
+    message = one_line_cli_error(["train", "--out", str(out), "--resume", "--lr", "0.1", "--seed", "3"])
+    assert "--resume continues" in message and "--seed, --lr cannot change them" in message
+    assert snapshot(out) == before
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume"])  # no --data: the run's own
+    assert result.exit_code == 0, result.output
+    assert read_json(out / "metrics.json")["steps"] == 4
+    message = one_line_cli_error(["train", "--out", str(tmp_path / "new")])  # a new run does need --data
+    assert "--data is required" in message and not (tmp_path / "new").exists()
+
+
 def test_a_failed_start_leaves_no_folder_behind(tiny_run, tmp_path):
     with pytest.raises(CorarecError):
         training.train(method="cora", data=tiny_run.data, out=tmp_path / "new", cf=tmp_path / "no-such-cf",

@@ -97,15 +97,15 @@ def train_cf(
 @with_options(train_options())
 def train(
     method: str = typer.Option("cora", "--method", help="cora, tallrec, collm or icl"),
-    data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset directory (required for a new run; --resume reads the run's own)"),
     out: Path = typer.Option(..., "--out", help="Run directory to write"),
-    cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA and CoLLM"),
+    cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA, CoLLM, and TALLRec with --anchor cf"),
     llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, 'smollm2-135m' (bundled, default) or 'gemma3-270m' (optional package)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'cpu-full', 'paper' or a YAML file"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
     init: Optional[Path] = typer.Option(None, "--init", help="Run whose weights initialise this one (CoLLM from TALLRec)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
     **settings: Any,
 ) -> None:
@@ -133,7 +133,7 @@ def evaluate(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Score at most N rows (whole users, seeded)"),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write per-row scores to this .csv/.parquet"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
     ranking: bool = typer.Option(False, "--ranking", help="Top-k evaluation instead: CF pool re-ranked by the method, per test user (saved to RUN/eval/ranking-test.json)"),
     k: str = typer.Option("5,10,20", "--k", help="--ranking: cut-offs of Recall@k, NDCG@k, HR@k"),
     pool: int = typer.Option(100, "--pool", help="--ranking: the CF model's top N catalogue items are re-ranked"),
@@ -167,7 +167,7 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Write the scored pairs to this .csv/.parquet"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per forward pass"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
 ) -> None:
     """Score (user, item) pairs from a file; unknown ids are scored cold-start and flagged `cold`."""
     from corarec.evaluation.evaluate import format_metrics
@@ -187,7 +187,7 @@ def recommend(
     candidates: Optional[Path] = typer.Option(None, "--candidates", help="Items to rank: .txt (one id a line) or .csv/.parquet with an item column (and optionally title, for new items)"),
     pool: int = typer.Option(100, "--pool", help="Without --candidates: the CF model's top N items are re-ranked"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
 ) -> None:
     """Top-k items for a user, with titles and scores (items the user already saw are left out)."""
     from corarec.serving.recommend import format_recommendations, recommend as recommend_fn
@@ -202,7 +202,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one the run was trained on)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Score concurrent requests together"),
     max_batch_size: int = typer.Option(64, "--max-batch-size", help="Most rows in one batched model call"),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="How long a request may wait for others to join its batch (0: batch only what queued up while the model was busy)"),
@@ -233,7 +233,7 @@ def benchmark(
     max_valid_samples: Optional[int] = typer.Option(None, "--max-valid-samples", help="Validate every method on at most N rows (whole users; default: the preset's, else 4000; 0: all)"),
     tune_cf: bool = typer.Option(True, "--tune-cf/--no-tune-cf", help="Tune each CF model's lr, weight decay and dim on validation first (--no-tune-cf: the preset's cf section)"),
     llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, 'smollm2-135m' (bundled, default) or 'gemma3-270m' (optional package)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default on where supported)"),
     retrain_stale: bool = typer.Option(False, "--retrain-stale", help="Rename a run trained with other settings to <dir>.stale-N and train it again (default: stop with an error)"),
     ranking: bool = typer.Option(False, "--ranking", help="Also the top-k evaluation (as evaluate --ranking) of every LLM method, on the same 50 test users"),
@@ -249,7 +249,7 @@ def benchmark(
         typer.echo(note)
     if ranking:
         typer.echo(summary["ranking_table"])
-    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'roc.png'}, {out / 'valid_auc.png'}"
+    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.json'}, {out / 'roc.png'}, {out / 'valid_auc.png'}"
                + (f", {out / 'ndcg_at_k.png'}" if ranking else ""))
 
 
@@ -263,7 +263,7 @@ def ability(
     seed: int = typer.Option(0, "--seed", help="Seed of the drawn pairs, titles and passages"),
     batch_size: int = typer.Option(16, "--batch-size", help="Probe rows per forward pass"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset (default: the one each run was trained on)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps"),
 ) -> None:
     """General knowledge kept after training: year of the dataset's titles, prose perplexity and yes/no
     questions, for the base LLM and each run (CoRA: mean ± std over test pairs), with the difference to the base."""

@@ -50,7 +50,7 @@ from corarec.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint,
 from corarec.training.steps import Stepper, backward, effective_batch_size, learning_rate
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 
-def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf: str | Path | None = None,
+def train(method: str = "cora", data: str | Path | None = None, out: str | Path = "", cf: str | Path | None = None,
           llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
           seed: int | None = None, device: str | None = None, bf16: bool | None = None, **settings: Any) -> dict:
     """Train an LLM method and write its run directory; returns the run's metrics. The arguments are
@@ -59,13 +59,22 @@ def train(method: str = "cora", data: str | Path = "", out: str | Path = "", cf:
     ``settings`` are the fields of :class:`~corarec.training.config.TrainConfig` and of the method's
     config by flat name (``lr=1e-4``, ``rank=8``, ``generator_depth=2``: :mod:`corarec.utils.options`);
     None means not given. Settings resolve as: the paper's defaults < ``preset`` (bundled
-    'cpu'/'paper' or a YAML path) < ``settings`` (:func:`~corarec.training.config.resolve_config`).
+    'cpu'/'cpu-full'/'paper' or a YAML path) < ``settings`` (:func:`~corarec.training.config.resolve_config`).
     With ``resume`` the run in ``out`` continues from its last checkpoint with the settings saved in
-    its ``config.json``, and writes to ``out`` wherever the run was first trained. A new run needs an absent or empty ``out``.
+    its ``config.json`` (``data`` is then not needed; a setting given beside ``resume`` is an error, not
+    silently ignored), and writes to ``out`` wherever the run was first trained. A new run needs an absent or
+    empty ``out``.
     While training, ``out`` is locked: a second ``train`` into it stops with an error.
     """
     out = Path(out)
     if resume:
+        given = [f"--{name}" for name, value in (("cf", cf), ("llm", llm), ("preset", preset), ("init", init),
+                                                   ("seed", seed), ("device", device), ("bf16", bf16))
+                 if value is not None]
+        given += [f"--{name.replace('_', '-')}" for name, value in settings.items() if value is not None]
+        if given:
+            raise CorarecError(f"--resume continues {out} with the settings in its config.json; {', '.join(given)} "
+                               "cannot change them (drop them, or train a new run into another --out)")
         first = read_run_config(out)
         check_log_dir(first.train.log_dir)  # a clear error before anything is created
         distributed.start(resolve_device(first.device))  # under a launcher: join the other processes
