@@ -1,18 +1,12 @@
 """benchmarks/diagnose_cora.py on the tiny run: it re-draws the run's rows and reports real numbers."""
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "diagnose_cora.py"
+from scripts import benchmark_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("diagnose_cora", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("diagnose_cora")
 
 
 def test_diagnose_reports_fit_and_signal_of_a_cora_run(tiny_run):

@@ -1,20 +1,14 @@
 """benchmarks/stacking.py's content features: hand-computed values, and the bundled MovieLens-100K genres."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "stacking.py"
+from scripts import benchmark_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("stacking", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("stacking")
 
 
 def test_content_features_match_hand_computed_values():
