@@ -28,7 +28,7 @@ from corarec.evaluation.evaluate import score_rows
 from corarec.methods.cora.injection import LowRankDelta
 from corarec.evaluation.metrics import auc
 from corarec.training.runs import LoadedRun, load_run
-from corarec.training.loop import training_rows
+from corarec.training.rows import training_rows
 
 
 @torch.no_grad()

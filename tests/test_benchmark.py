@@ -18,7 +18,7 @@ from corarec.errors import CorarecError
 from corarec.evaluation.metrics import auc
 from corarec.evaluation.bootstrap import paired_auc_difference
 from corarec.training.runs import read_run_config
-from corarec.training.loop import training_rows
+from corarec.training.rows import training_rows
 from tiny import tiny_dataset_dir, tiny_llm_dir
 
 PRESET = """

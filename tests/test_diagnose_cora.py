@@ -11,7 +11,7 @@ def load_script():
 
 def test_diagnose_reports_fit_and_signal_of_a_cora_run(tiny_run):
     from corarec.training.runs import load_run
-    from corarec.training.loop import training_rows
+    from corarec.training.rows import training_rows
 
     diagnose = load_script()
     table, signal = diagnose.diagnose(str(tiny_run.run), rows=6)

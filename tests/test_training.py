@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from corarec.training import loop as training
+from corarec.training import rows as rows_of
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import evaluate
 from corarec.utils.io import load_tensors, read_json
@@ -104,7 +105,7 @@ def test_evaluate_draws_the_rows_the_run_validated_on_unless_told_another_seed(i
 
     run_cora(inputs, tmp_path / "run", max_eval_samples=12, valid_sample_seed=7)
     loaded = load_run(tmp_path / "run", device="cpu")
-    _, validated = training.training_rows(loaded.dataset, loaded.config)
+    _, validated = rows_of.training_rows(loaded.dataset, loaded.config)
     users = loaded.dataset.users["user_raw"].to_numpy()
 
     def scored_users(**kwargs):
@@ -129,7 +130,7 @@ def test_the_sample_seeds_fix_the_training_and_validation_rows_whatever_the_trai
     def rows(seed, **fixed):
         config = resolve_config("cora", "/d", "/o", "/c", None, None, None, seed, "cpu", False,
                                 max_train_samples=40, train_sample="rows", max_eval_samples=10, **fixed)
-        train_rows, valid_rows = training.training_rows(ds, config)
+        train_rows, valid_rows = rows_of.training_rows(ds, config)
         return train_rows[["user_id", "item_id"]].values.tolist(), valid_rows[["user_id", "item_id"]].values.tolist()
 
     assert rows(0) != rows(1)  # without sample seeds the training seed draws both
@@ -145,7 +146,7 @@ def test_valid_half_trains_and_validates_on_disjoint_halves_of_the_validation_us
     def rows(valid_seed, **settings):
         config = resolve_config("cora", "/d", "/o", "/c", None, None, None, 0, "cpu", False, train_split="valid-half",
                                 valid_sample_seed=valid_seed, **settings)
-        return training.training_rows(ds, config)
+        return rows_of.training_rows(ds, config)
 
     train_rows, valid_rows = rows(3)
     valid_users = set(ds.valid["user_id"])
@@ -169,7 +170,7 @@ def test_a_run_leaves_every_row_it_read_in_the_prefix_cache(inputs, tmp_path):
     cache_dir = tmp_path / "cache"
     run_cora(inputs, tmp_path / "run", layers="top:1", cache_prefix=True, prefix_cache_dir=str(cache_dir))
     run = load_run(tmp_path / "run", device="cpu")
-    _, valid_rows = training.training_rows(run.dataset, run.config)
+    _, valid_rows = rows_of.training_rows(run.dataset, run.config)
     # fewer rows than one shard: written by the flush that ends every scoring pass, not lost with the process
     reader = PrefixCache(run.llm, run.method.prefix_cache.layer, template_id(run.method.template), root=cache_dir)
     batch = run.batcher(valid_rows)
@@ -182,10 +183,10 @@ def test_halves_auc_splits_the_validation_users_into_two_fixed_halves():
 
     # only user 3 lacks a positive, so either half of two users holds both labels
     rows = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2, 3, 3], "label": [1, 0, 1, 0, 1, 0, 0, 0]})
-    half_a = set(split_users(rows, training.HALVES_SEED)[0]["user_id"])
+    half_a = set(split_users(rows, rows_of.HALVES_SEED)[0]["user_id"])
     assert len(half_a) == 2
     # scores rank every half-A positive above its negatives (AUC 1) and every half-B positive below (AUC 0)
     scores = [(1.0 if label else 0.0) if user in half_a else (0.0 if label else 1.0)
               for user, label in zip(rows["user_id"], rows["label"])]
-    assert training.halves_auc(rows, scores) == [1.0, 0.0]
-    assert training.halves_auc(rows.assign(label=1), scores) == [None, None]  # one class in a half: no AUC
+    assert rows_of.halves_auc(rows, scores) == [1.0, 0.0]
+    assert rows_of.halves_auc(rows.assign(label=1), scores) == [None, None]  # one class in a half: no AUC

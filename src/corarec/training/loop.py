@@ -38,17 +38,15 @@ from corarec.training.config import RunConfig, resolve_config
 from corarec.utils import distributed
 from corarec.utils.device import resolve_device
 from corarec.utils.seeding import seed_everything
-from corarec.data.sampling import split_users, subsample_rows, subsample_users
-from corarec.data.schema import Dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import report, score_rows
-from corarec.evaluation.metrics import auc as roc_auc
 from corarec.utils.io import load_tensors, read_json, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
 from corarec.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from corarec.training.steps import Stepper, backward, effective_batch_size, learning_rate
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
+from corarec.training.rows import halves_auc, training_rows
 
 def train(method: str = "cora", data: str | Path | None = None, out: str | Path = "", cf: str | Path | None = None,
           llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
@@ -191,23 +189,6 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
     progress.close()
 
 
-def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded). With
-    ``train_split = 'valid-half'`` both come from the validation split, from disjoint halves of its users."""
-    tc = config.train
-    sample = subsample_rows if tc.train_sample == "rows" else subsample_users
-    train_seed = config.seed if tc.train_sample_seed is None else tc.train_sample_seed
-    valid_seed = config.seed if tc.valid_sample_seed is None else tc.valid_sample_seed
-    train_split, valid_split = dataset.train, dataset.valid
-    if tc.train_split == "valid-half":
-        train_split, valid_split = split_users(dataset.valid, valid_seed)
-        if train_split.empty or valid_split.empty:
-            raise CorarecError(f"train_split 'valid-half': the validation split of {config.data} has "
-                               f"{dataset.valid['user_id'].nunique()} user(s); two halves need at least 2")
-    train_rows = sample(train_split, tc.max_train_samples, train_seed).reset_index(drop=True)
-    return train_rows, subsample_users(valid_split, tc.max_eval_samples, valid_seed)
-
-
 def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer,
              grad_norms: list[float] = (), log: ScalarLog | None = None) -> None:
     """Score the validation rows, keep the best weights, checkpoint, update early stopping. ``losses``
@@ -233,19 +214,6 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float],
             state.stopped_early = True
     save_checkpoint(out / CHECKPOINT, run, optimizer, state)
     write_metrics(out, state, run)
-
-
-HALVES_SEED = 0
-"""Seed of the two fixed halves of the validation users in ``valid_curve`` (the same for every run)."""
-
-
-def halves_auc(valid_rows: pd.DataFrame, scores: np.ndarray) -> list[float | None]:
-    """``[AUC of half A, AUC of half B]``: two disjoint halves of the validation users (:func:`split_users` with
-    :data:`HALVES_SEED`): a setting chosen on half A's curve is confirmed on half B's."""
-    in_a = valid_rows["user_id"].isin(split_users(valid_rows, HALVES_SEED)[0]["user_id"]).to_numpy()
-    labels, scores = valid_rows["label"].to_numpy(), np.asarray(scores)
-    halves = [roc_auc(labels[part], scores[part]) for part in (in_a, ~in_a)]
-    return [None if math.isnan(value) else value for value in halves]  # None: a half with one class only
 
 
 def log_validation(log: ScalarLog | None, step: int, metrics: dict) -> None:
