@@ -48,6 +48,7 @@ from corarec.training.steps import Stepper, backward, effective_batch_size, lear
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 from corarec.training.rows import halves_auc, training_rows
 
+
 def train(method: str = "cora", data: str | Path | None = None, out: str | Path = "", cf: str | Path | None = None,
           llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
           seed: int | None = None, device: str | None = None, bf16: bool | None = None, **settings: Any) -> dict:
