@@ -64,10 +64,16 @@ def test_unknown_models_are_clear_errors(tmp_path):
         load_llm(str(tmp_path / "missing"))
 
 
-def test_autocast_dtype_follows_the_hardware():
-    cpu = autocast_dtype("cpu")
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert cpu == (torch.bfloat16 if native else None)
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, None), (True, False, torch.bfloat16),
+                                                         (False, True, torch.bfloat16), (True, True, torch.bfloat16)])
+def test_autocast_dtype_follows_the_hardware(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert autocast_dtype("cpu") == expected  # emulated bf16 (neither) is slower than fp32: off
+    for bf16, dtype in ((True, torch.bfloat16), (False, torch.float16)):  # older GPUs: fp16
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert autocast_dtype("cuda") == dtype
+    assert autocast_dtype("mps") is None
 
 
 @pytest.mark.slow

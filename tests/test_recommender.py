@@ -21,10 +21,17 @@ def _positives_in_time_order(ds, user_id: int) -> list[int]:
 
 
 def test_load_is_lazy_and_returns_a_recommender(recommender):
-    import corarec
+    import subprocess
+    import sys
+
     from corarec.serving.recommender import Recommender
 
-    assert "load" in corarec.__all__
+    # in a fresh interpreter: `import corarec` loads neither torch nor the serving code; `corarec.load` does
+    probe = ("import sys, corarec; before = {'torch', 'corarec.serving.recommender'} & set(sys.modules); "
+             "corarec.load; after = {'torch', 'corarec.serving.recommender'} <= set(sys.modules); "
+             "print(sorted(before), after)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] True"
     assert isinstance(recommender, Recommender)
 
 

@@ -11,6 +11,7 @@ from corarec.training import loop as training
 from corarec.training import rows as rows_of
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import evaluate
+from corarec.evaluation.metrics import auc as roc_auc
 from corarec.utils.io import load_tensors, read_json
 from tiny import tiny_dataset, tiny_llm_dir
 
@@ -95,6 +96,7 @@ def test_evaluate_writes_split_metrics_and_predictions(inputs, tmp_path):
     assert len(pred) == metrics["all"]["rows"]
     assert pred["user"].str.startswith("u").all() and pred["item"].str.startswith("m").all()  # raw ids
     assert ((pred["probability"] > 0) & (pred["probability"] < 1)).all()
+    assert metrics["all"]["auc"] == roc_auc(pred["label"], pred["logit"])  # the metrics are of these very scores
     with pytest.raises(CorarecError, match="unknown split"):
         evaluate(tmp_path / "run", split="dev")
 
