@@ -88,12 +88,10 @@ def gradient_magnitudes(tiny_llm, injector: CollaborativeInjector, A, ids, mask)
     for (layer, suffix), (x, y) in seen.items():
         delta, key = injector.delta(layer, suffix), f"deltas.{layer}.{suffix}"
         x, d, P = x.abs().double(), y.grad.abs().double(), delta.P.detach().abs().double()
-        factor = delta.factor(A).detach().abs().double() if delta.R is None else \
-            (delta.R.detach().abs().double() @ A.abs().double())  # |A'| ≤ |R| |A|
+        factor = A.abs().double() if delta.R is None else delta.R.detach().abs().double() @ A.abs().double()  # |A'| ≤ |R| |A|
         magnitudes[f"{key}.P"] = injector.scale * torch.einsum("btd,bdr,bto->ro", x, factor, d)
         if delta.R is not None:
             magnitudes[f"{key}.R"] = injector.scale * torch.einsum("bti,bto,ro,bdr->id", x, d, P, A.abs().double())
-        delta.zero_grad()
     return magnitudes
 
 
@@ -106,14 +104,15 @@ def test_gradients_equal_the_plain_path(tiny_llm):
     ids, mask = tiny_llm.tokenize(PROMPTS)
     A = random_factors(len(PROMPTS), 64, 4)
     length = 2 * forward_length(tiny_llm.model.config, ids.shape[1], rank=4) + ids.numel()
+    injector = build(tiny_llm, False)  # the plain path's P and R (seeded: the same in every build)
+    magnitudes = gradient_magnitudes(tiny_llm, injector, A, ids, mask)
+    injector.remove()
     grads = {}
     for share_inputs, factor in ((False, 1.0), (True, 1.0), (False, 1.001)):
         injector = build(tiny_llm, share_inputs)
         with injector.use(A * factor):
             answer_logits(tiny_llm, ids, mask).sum().backward()
         grads[share_inputs, factor] = {n: p.grad.clone() for n, p in injector.named_parameters()}
-        if share_inputs is False and factor == 1.0:
-            magnitudes = gradient_magnitudes(tiny_llm, build(tiny_llm, False), A, ids, mask)
         injector.remove()
     plain, shared, off = grads[False, 1.0], grads[True, 1.0], grads[False, 1.001]
     assert plain.keys() == shared.keys() == magnitudes.keys() and len(plain) == 4 * 7 + 4  # every P, R of each down_proj

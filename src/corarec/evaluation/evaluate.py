@@ -115,6 +115,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     (:func:`corarec.evaluation.ranking.evaluate_ranking` with ``k``, ``pool``, ``max_users``),
     saved to ``RUN/eval/ranking-test.json``.
     """
+    from corarec.training.rows import sample_seeds
     from corarec.training.runs import load_run
 
     if ranking:
@@ -142,8 +143,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     distributed.start(loaded.device)  # under a launcher: the processes share the rows (no-op otherwise)
     cfg = loaded.config
     if sample_seed is None:
-        own_valid_seed = cfg.train.valid_sample_seed
-        sample_seed = own_valid_seed if split == "valid" and own_valid_seed is not None else cfg.seed
+        sample_seed = sample_seeds(cfg)[1] if split == "valid" else cfg.seed
     rows = subsample_users(loaded.dataset.splits[split], max_samples, sample_seed)
     scores = score_rows(loaded, rows, batch_size, desc=split)
     metrics = report(rows, scores, loaded.dataset.train)

@@ -15,13 +15,19 @@ from corarec.evaluation.metrics import auc as roc_auc
 from corarec.training.config import RunConfig
 
 
+def sample_seeds(config: RunConfig) -> tuple[int, int]:
+    """Seeds of a run's training-row and validation-row draws: its sample seeds where set, else its ``seed``."""
+    tc = config.train
+    return (config.seed if tc.train_sample_seed is None else tc.train_sample_seed,
+            config.seed if tc.valid_sample_seed is None else tc.valid_sample_seed)
+
+
 def training_rows(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows a run trains on and validates on, drawn as ``config.train`` says (seeded). With
     ``train_split = 'valid-half'`` both come from the validation split, from disjoint halves of its users."""
     tc = config.train
     sample = subsample_rows if tc.train_sample == "rows" else subsample_users
-    train_seed = config.seed if tc.train_sample_seed is None else tc.train_sample_seed
-    valid_seed = config.seed if tc.valid_sample_seed is None else tc.valid_sample_seed
+    train_seed, valid_seed = sample_seeds(config)
     train_split, valid_split = dataset.train, dataset.valid
     if tc.train_split == "valid-half":
         train_split, valid_split = split_users(dataset.valid, valid_seed)
