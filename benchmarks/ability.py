@@ -8,8 +8,8 @@ ability`` (item years, prose perplexity, yes/no questions; :mod:`corarec.evaluat
     python benchmarks/ability.py --bench runs/bench [--methods tallrec,collm-mf,cora-mf] [--seed 0]
         [--pairs 200] [--titles 200] [--text-sequences 200] [--threads N]
 
-Cost on a 2-core CPU with SmolLM2 and the defaults: about 45 s of one thread per LLM pass over the probes
-(base, TALLRec, CoLLM) and 20–35 s per CoRA pair — the 200 pairs dominate (docs/ability.md).
+Cost on a quiet 2-core CPU with SmolLM2 and the defaults: about 23 s per LLM pass over the probes (base,
+TALLRec, CoLLM) and 11 s per CoRA pair — the 200 pairs dominate, ~36 min (docs/ability.md).
 """
 
 from __future__ import annotations
