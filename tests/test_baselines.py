@@ -91,6 +91,34 @@ def test_icl_is_the_frozen_llm_zero_shot(tiny):
         ICL(ICLConfig(score_mode="maybe"), llm)
 
 
+def test_icl_from_the_prefix_cache_scores_like_the_full_forward_and_shares_tallrecs_entries(tiny, tmp_path):
+    llm = fresh_llm(tiny)
+    cached = ICL(ICLConfig(layers="top:1", cache_prefix=True, prefix_cache_dir=str(tmp_path)), llm)
+    batch = batch_of(cached, tiny, split="test")
+    expected = llm_score(llm, batch.input_ids, batch.attention_mask)  # the full forward, all layers
+
+    def scores_from(hidden):  # the frozen LLM's scores with its layer-1 inputs replaced
+        with start_at_layer(llm, 1, hidden):
+            return answer_logits(llm, batch.input_ids, batch.attention_mask)[:, llm.yes_id]
+
+    # the cache stores bf16: each stored value rounded (derived from the score's gradient), then fp32 on
+    tolerance = (storage_tolerance(scores_from, layer_inputs(llm, 1, batch.input_ids, batch.attention_mask),
+                                 torch.bfloat16) + score_tolerance(llm.model, batch.input_ids.shape[1]))
+    scores = cached.score(batch)
+    assert cached.prefix_cache.misses == len(batch) and len(cached.prefix_cache) == len(batch)
+    assert_within(scores, expected, tolerance, "ICL scores from the bf16 prefix cache")
+    assert torch.equal(cached.score(batch), scores)  # the second pass reads the cache
+    cached.prefix_cache.flush()
+    # TALLRec with the same layers reads ICL's entries: the same LLM, template and layer
+    tallrec = TallRec(TallRecConfig(layers="top:1", cache_prefix=True, prefix_cache_dir=str(tmp_path)), fresh_llm(tiny))
+    assert tallrec.prefix_cache.dir == cached.prefix_cache.dir
+    tallrec.eval().score(batch)
+    assert tallrec.prefix_cache.misses == 0 and tallrec.prefix_cache.hits == len(batch)
+    assert ICL(ICLConfig(layers="top:1"), llm).prefix_cache is None  # layers alone change nothing
+    with pytest.raises(CorarecError, match="layers 'top:9'"):
+        ICL(ICLConfig(layers="top:9", cache_prefix=True), llm)
+
+
 # ---- TALLRec --------------------------------------------------------------------------------------
 
 def test_tallrec_lora_is_exactly_q_v_of_every_layer_and_starts_as_the_llm(tiny):
