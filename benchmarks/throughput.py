@@ -13,6 +13,9 @@ Every CoRA row runs twice: ``plain`` is the injection as it was before the share
 (``CollaborativeInjector.share_inputs = False``, the default), ``shared`` computes ``x A_b`` once per
 layer for q/k/v (methods/cora/injection.py). The "vs plain" column is their ratio from this one run.
 Variants are timed round-robin, so load drift from other processes hits all of them alike.
+``--eager`` adds an ``eager`` path for the frozen forward and the fast CoRA rows: the same computation
+with transformers' eager attention (matmuls and a softmax) instead of PyTorch's SDPA kernel, which the
+LLM loads with; "vs plain" is then SDPA's time / eager's.
 
 Model FLOPs (what "GFLOP/s" and "% of peak" count): 2 FLOPs per non-embedding weight of a decoder
 layer per real (unpadded) token, over the layers the row runs; attention scores (T² terms), the
@@ -108,6 +111,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--data", default=None, help="prepared dataset (default runs/ml-100k, else prepared to a temp dir)")
     ap.add_argument("--split", default="valid")
+    ap.add_argument("--eager", action="store_true", help="also time eager attention beside SDPA (the 'eager' path)")
     args = ap.parse_args()
     for option, full, quick in (("rows", 32, 16), ("repeats", 3, 2), ("sweep_rows", 128, 64)):
         if getattr(args, option) is None:  # an explicit value wins over --quick's
@@ -186,6 +190,22 @@ def main() -> None:
                 f"CoRA train step, fast, cold cache|{path}": (lambda b, s=share: cold_step(s, b), first + 3 * n_fast, path),
             }
 
+        if args.eager:
+            def eager(fn: Callable[[Batch], None]) -> Callable[[Batch], None]:
+                def run(b: Batch) -> None:
+                    llm.model.set_attn_implementation("eager")
+                    try:
+                        fn(b)
+                    finally:
+                        llm.model.set_attn_implementation(attention)
+                return run
+
+            attention = llm.model.config._attn_implementation  # what load_llm chose (sdpa)
+            for name in (f"frozen forward ({n_layers} layers)", f"CoRA scoring, fast ({args.layers}, warm cache)|plain",
+                         "CoRA train step, fast, warm cache|plain", "CoRA train step, fast, cold cache|plain"):
+                fn, passes, _ = variants[name]
+                variants[name.split("|")[0] + "|eager"] = (eager(fn), passes, "eager")
+
         for b in batches:  # fill the warm cache (verified on its first batch) before any timing
             fast.prefix_cache.hidden_states(b.input_ids, b.attention_mask)
         times: dict[str, list[float]] = {name: [] for name in variants}
@@ -220,8 +240,9 @@ def main() -> None:
         label = name.split("|")[0]
         gflops = 2 * per_layer * layer_passes * tokens / med / 1e9
         ratio = ""
-        if path == "shared":
-            ratio = f"{statistics.median(times[label + '|plain']) / med:.2f}×"
+        if path in ("shared", "eager"):
+            plain = label + "|plain" if label + "|plain" in times else label
+            ratio = f"{statistics.median(times[plain]) / med:.2f}×"
         print(f"| {label} | {path or '—'} | {med / len(batches):.3f} | {len(main_rows) / med:.1f} | "
               f"{gflops:.0f} | {100 * gflops / peak:.0f}% | {ratio} |")
     if sweep_times:
