@@ -3,7 +3,7 @@
 Same batch of MovieLens-100K prompts for every variant (10 liked "title (year)" each, ~160 tokens).
 Scoring variants run in bf16 autocast (where the CPU supports it) and in fp32:
 
-- the frozen LLM alone (what zero-shot scoring costs),
+- the frozen LLM alone (what zero-shot scoring costs without the prefix cache),
 - CoRA: the generator, then the batched hooks ``y = W x + (alpha/r) P(A_bᵀ x)`` on q, k, v, o of all layers,
 - the naive path the hooks avoid: per sample, build ``W + ΔW_b`` for every targeted module and apply it.
 

@@ -5,7 +5,7 @@ dataset; default ``runs/ml-100k`` when present, else the bundled ML-100K prepare
 directory). Rows (each over the same ``--rows`` rows in batches of ``--batch``):
 
 - prefix-cache build: the frozen layers below the fast mode's lowest layer, into an empty cache;
-- frozen forward: the LLM alone, all layers (what zero-shot scoring costs);
+- frozen forward: the LLM alone, all layers (what zero-shot scoring costs without the prefix cache);
 - CoRA scoring, all layers, and fast mode (``cache_prefix`` + ``--layers``, warm cache);
 - CoRA training step (forward, backward, AdamW), all layers, fast mode warm, fast mode cold cache.
 

@@ -107,7 +107,9 @@ def test_icl_from_the_prefix_cache_scores_like_the_full_forward_and_shares_tallr
     scores = cached.score(batch)
     assert cached.prefix_cache.misses == len(batch) and len(cached.prefix_cache) == len(batch)
     assert_within(scores, expected, tolerance, "ICL scores from the bf16 prefix cache")
-    assert torch.equal(cached.score(batch), scores)  # the second pass reads the cache
+    assert torch.equal(cached.score(batch), scores)  # the second pass reads the cache ...
+    with torch.no_grad():  # ... and the scores are the top layer's on the cached inputs, not the full forward's
+        assert torch.equal(scores, scores_from(cached.prefix_cache.hidden_states(batch.input_ids, batch.attention_mask)))
     cached.prefix_cache.flush()
     # TALLRec with the same layers reads ICL's entries: the same LLM, template and layer
     tallrec = TallRec(TallRecConfig(layers="top:1", cache_prefix=True, prefix_cache_dir=str(tmp_path)), fresh_llm(tiny))

@@ -28,7 +28,8 @@ def targets_field(default: str) -> Any:
 def layers_field() -> Any:
     return setting("all", doc="""
         Decoder layers that get the update: ``all``, ``top:N`` (the last N) or a list ``0,1,5``. With ``cache_prefix``
-        the layers below the lowest come from the prefix cache (ICL adapts nothing: the layers run above it).""")
+        the layers below the lowest come from the prefix cache; ICL adapts nothing, its ``layers`` are those it runs
+        on the cached inputs.""")
 
 
 def score_mode_field() -> Any:
