@@ -44,6 +44,27 @@ def test_score_modes_pick_yes_or_yes_minus_no(tiny_llm):
         answer_score(logits, 5, 7, "no")
 
 
+def test_the_output_head_runs_in_fp32_under_bf16_autocast(tiny_llm):
+    """A bf16 logit near 16 is a multiple of 0.125: the head's output must not be rounded to bf16."""
+    ids, mask = tiny_llm.tokenize(PROMPTS)
+    head = tiny_llm.model.get_output_embeddings()
+    seen = []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    saved, tiny_llm.autocast_dtype = tiny_llm.autocast_dtype, torch.bfloat16
+    try:
+        logits = answer_logits(tiny_llm, ids, mask)  # [B, V]
+    finally:
+        tiny_llm.autocast_dtype = saved
+        hook.remove()
+    (x, out), = seen
+    assert out.dtype == torch.float32 and logits.dtype == torch.float32
+    with torch.no_grad():  # exactly the fp32 product of the head's input (the bf16 layers' output) and weight
+        assert torch.equal(logits, torch.nn.functional.linear(x.float(), head.weight.float())[:, -1])
+    rounded = logits.to(torch.bfloat16).float()
+    assert (logits != rounded).float().mean() > 0.5  # most logits are not bf16 numbers: nothing rounded them
+    assert head.weight.dtype == torch.float32  # the weights themselves are untouched
+
+
 def test_yes_no_must_be_single_tokens(tokenizer):
     assert single_token_id(tokenizer, " Yes", "m") != single_token_id(tokenizer, " No", "m")
     with pytest.raises(CorarecError, match="single token"):
