@@ -65,6 +65,24 @@ def test_the_output_head_runs_in_fp32_under_bf16_autocast(tiny_llm):
     assert head.weight.dtype == torch.float32  # the weights themselves are untouched
 
 
+def test_a_copy_of_the_model_computes_with_its_own_fp32_head(tiny_llm):
+    """What ``corarec merge`` relies on: a deep copy's head is its own module, reading its own weight."""
+    import copy
+
+    ids, mask = tiny_llm.tokenize(PROMPTS[:2])
+    twin = copy.deepcopy(tiny_llm.model)
+    head = twin.get_output_embeddings()
+    assert type(head).__name__ == "FP32Linear" and head.weight is not tiny_llm.model.get_output_embeddings().weight
+    seen = []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    with torch.no_grad():
+        head.weight.mul_(2.0)
+        twin(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+    hook.remove()
+    (x, out), = seen
+    assert torch.equal(out, torch.nn.functional.linear(x.float(), head.weight.float()))  # the copy's own weight
+
+
 def test_yes_no_must_be_single_tokens(tokenizer):
     assert single_token_id(tokenizer, " Yes", "m") != single_token_id(tokenizer, " No", "m")
     with pytest.raises(CorarecError, match="single token"):

