@@ -191,6 +191,8 @@ def main() -> None:
             }
 
         if args.eager:
+            attention = llm.model.config._attn_implementation  # what load_llm chose (sdpa)
+
             def eager(fn: Callable[[Batch], None]) -> Callable[[Batch], None]:
                 def run(b: Batch) -> None:
                     llm.model.set_attn_implementation("eager")
@@ -200,7 +202,6 @@ def main() -> None:
                         llm.model.set_attn_implementation(attention)
                 return run
 
-            attention = llm.model.config._attn_implementation  # what load_llm chose (sdpa)
             for name in (f"frozen forward ({n_layers} layers)", f"CoRA scoring, fast ({args.layers}, warm cache)|plain",
                          "CoRA train step, fast, warm cache|plain", "CoRA train step, fast, cold cache|plain"):
                 fn, passes, _ = variants[name]

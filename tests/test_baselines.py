@@ -75,6 +75,23 @@ def lora_names(method):
     return found
 
 
+def scores_from_layer(llm, layer, batch):
+    """``scores(hidden)``: the LLM's Yes logits ``[B]`` for ``batch`` with its inputs to ``layer`` replaced by
+    ``hidden [B, T, d]`` — what a method reading the prefix cache computes."""
+    def scores(hidden):
+        with start_at_layer(llm, layer, hidden):
+            return answer_logits(llm, batch.input_ids, batch.attention_mask)[:, llm.yes_id]
+    return scores
+
+
+def bf16_cache_tolerance(llm, layer, batch, rank=0):
+    """Tolerance of scores read through the bf16 prefix cache against the full forward: each stored value
+    rounded (bounded through the score's gradient, :func:`numerics.storage_tolerance`), then fp32 on."""
+    stored = layer_inputs(llm, layer, batch.input_ids, batch.attention_mask)
+    return (storage_tolerance(scores_from_layer(llm, layer, batch), stored, torch.bfloat16)
+            + score_tolerance(llm.model, batch.input_ids.shape[1], rank=rank))
+
+
 # ---- ICL ------------------------------------------------------------------------------------------
 
 def test_icl_is_the_frozen_llm_zero_shot(tiny):
@@ -96,20 +113,14 @@ def test_icl_from_the_prefix_cache_scores_like_the_full_forward_and_shares_tallr
     cached = ICL(ICLConfig(layers="top:1", cache_prefix=True, prefix_cache_dir=str(tmp_path)), llm)
     batch = batch_of(cached, tiny, split="test")
     expected = llm_score(llm, batch.input_ids, batch.attention_mask)  # the full forward, all layers
-
-    def scores_from(hidden):  # the frozen LLM's scores with its layer-1 inputs replaced
-        with start_at_layer(llm, 1, hidden):
-            return answer_logits(llm, batch.input_ids, batch.attention_mask)[:, llm.yes_id]
-
-    # the cache stores bf16: each stored value rounded (derived from the score's gradient), then fp32 on
-    tolerance = (storage_tolerance(scores_from, layer_inputs(llm, 1, batch.input_ids, batch.attention_mask),
-                                 torch.bfloat16) + score_tolerance(llm.model, batch.input_ids.shape[1]))
+    tolerance = bf16_cache_tolerance(llm, 1, batch)
     scores = cached.score(batch)
     assert cached.prefix_cache.misses == len(batch) and len(cached.prefix_cache) == len(batch)
     assert_within(scores, expected, tolerance, "ICL scores from the bf16 prefix cache")
     assert torch.equal(cached.score(batch), scores)  # the second pass reads the cache ...
     with torch.no_grad():  # ... and the scores are the top layer's on the cached inputs, not the full forward's
-        assert torch.equal(scores, scores_from(cached.prefix_cache.hidden_states(batch.input_ids, batch.attention_mask)))
+        cached_inputs = cached.prefix_cache.hidden_states(batch.input_ids, batch.attention_mask)
+        assert torch.equal(scores, scores_from_layer(llm, 1, batch)(cached_inputs))
     cached.prefix_cache.flush()
     # TALLRec with the same layers reads ICL's entries: the same LLM, template and layer
     tallrec = TallRec(TallRecConfig(layers="top:1", cache_prefix=True, prefix_cache_dir=str(tmp_path)), fresh_llm(tiny))
@@ -179,14 +190,7 @@ def test_tallrec_top_layers_from_the_prefix_cache_score_like_the_full_forward(ti
     full.eval()
     batch = batch_of(cached, tiny, split="test")
     expected = full.score(batch)
-
-    def scores_from(hidden):  # full's scores with its layer-1 inputs replaced
-        with start_at_layer(full.llm, 1, hidden):
-            return answer_logits(full.llm, batch.input_ids, batch.attention_mask)[:, full.llm.yes_id]
-
-    # the cache stores bf16: each stored value rounded (derived from the score's gradient), then fp32 on
-    tolerance = (storage_tolerance(scores_from, layer_inputs(full.llm, 1, batch.input_ids, batch.attention_mask),
-                                   torch.bfloat16) + score_tolerance(full.llm.model, batch.input_ids.shape[1], rank=8))
+    tolerance = bf16_cache_tolerance(full.llm, 1, batch, rank=8)  # full's scores with stored layer-1 inputs
     assert_within(cached.score(batch), expected, tolerance, "scores from the bf16 prefix cache")
     with scaled_delta_weights(cached.peft, 1.1):  # bf16 storage is coarse: a LoRA ΔW off by 10% is caught
         assert not within(cached.score(batch), expected, tolerance)

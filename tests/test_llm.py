@@ -44,19 +44,27 @@ def test_score_modes_pick_yes_or_yes_minus_no(tiny_llm):
         answer_score(logits, 5, 7, "no")
 
 
+def head_call(head, run):
+    """``run()``'s result and the one call of ``head`` it made: (result, head input, head output)."""
+    seen = []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    try:
+        result = run()
+    finally:
+        hook.remove()
+    (x, out), = seen
+    return result, x, out
+
+
 def test_the_output_head_runs_in_fp32_under_bf16_autocast(tiny_llm):
     """A bf16 logit near 16 is a multiple of 0.125: the head's output must not be rounded to bf16."""
     ids, mask = tiny_llm.tokenize(PROMPTS)
     head = tiny_llm.model.get_output_embeddings()
-    seen = []
-    hook = head.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
     saved, tiny_llm.autocast_dtype = tiny_llm.autocast_dtype, torch.bfloat16
     try:
-        logits = answer_logits(tiny_llm, ids, mask)  # [B, V]
+        logits, x, out = head_call(head, lambda: answer_logits(tiny_llm, ids, mask))  # logits [B, V]
     finally:
         tiny_llm.autocast_dtype = saved
-        hook.remove()
-    (x, out), = seen
     assert out.dtype == torch.float32 and logits.dtype == torch.float32
     with torch.no_grad():  # exactly the fp32 product of the head's input (the bf16 layers' output) and weight
         assert torch.equal(logits, torch.nn.functional.linear(x.float(), head.weight.float())[:, -1])
@@ -73,13 +81,9 @@ def test_a_copy_of_the_model_computes_with_its_own_fp32_head(tiny_llm):
     twin = copy.deepcopy(tiny_llm.model)
     head = twin.get_output_embeddings()
     assert type(head).__name__ == "FP32Linear" and head.weight is not tiny_llm.model.get_output_embeddings().weight
-    seen = []
-    hook = head.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
     with torch.no_grad():
         head.weight.mul_(2.0)
-        twin(input_ids=ids, attention_mask=mask, logits_to_keep=1)
-    hook.remove()
-    (x, out), = seen
+        _, x, out = head_call(head, lambda: twin(input_ids=ids, attention_mask=mask, logits_to_keep=1))
     assert torch.equal(out, torch.nn.functional.linear(x.float(), head.weight.float()))  # the copy's own weight
 
 
