@@ -347,3 +347,13 @@ def test_collm_stage_two_starts_from_the_tallrec_run(tiny, tallrec_run):
     loaded = load_run(out)
     assert loaded.method.n_trainable() == sum(v.numel() for k, v in stage2.items() if k.startswith("mapping."))
     assert loaded.batcher.template == "collm"
+
+
+def test_with_layers_all_cache_prefix_makes_no_cache_and_writes_nothing(tiny, tmp_path):
+    """Nothing lies below layer 0: a cache there would store the token embeddings and save no work."""
+    cache = dict(layers="all", cache_prefix=True, prefix_cache_dir=str(tmp_path))
+    for method in (ICL(ICLConfig(**cache), fresh_llm(tiny)), TallRec(TallRecConfig(**cache), fresh_llm(tiny))):
+        batch = batch_of(method, tiny, split="test")
+        method.eval().score(batch)
+        assert method.prefix_cache is None and method.prefix_hidden(batch) is None
+    assert not any(tmp_path.iterdir())

@@ -129,3 +129,10 @@ def test_verify_rejects_states_that_do_not_reproduce_the_full_forward(tiny_llm, 
     with pytest.raises(CorarecError, match="differ from the full forward"):
         cache.verify(ids, mask, wrong)
     cache.verify(ids, mask, layer_inputs(tiny_llm, 2, ids, mask))  # the right ones pass
+
+
+def test_cora_with_layers_all_makes_no_prefix_cache(tiny_llm, tiny_cf, tmp_path):
+    cfg = CoRAConfig(**{**CFG, "layers": "all"}, cache_prefix=True, prefix_cache_dir=str(tmp_path))
+    cora = CoRA(cfg, tiny_llm, tiny_cf)
+    assert cora.prefix_cache is None and cora.prefix_layer == 0 and not any(tmp_path.iterdir())
+    cora.injector.remove()

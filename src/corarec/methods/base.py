@@ -129,9 +129,10 @@ class Method(nn.Module):
         """Layers below ``first_layer`` (the lowest adapted layer) are the frozen LLM reading the
         prompt; with ``cfg.cache_prefix`` their output comes from a
         :class:`~corarec.llm.prefix_cache.PrefixCache` keyed by the LLM's current weights (so call
-        this before anything changes them in place, e.g. before attaching a LoRA)."""
+        this before anything changes them in place, e.g. before attaching a LoRA). With
+        ``first_layer`` 0 (layers "all") nothing lies below it, and no cache is made."""
         self.prefix_layer = first_layer
-        if self.cfg.cache_prefix:
+        if self.cfg.cache_prefix and first_layer > 0:
             self.prefix_cache = PrefixCache(self.llm, first_layer, template_id(self.template),
                                             root=self.cfg.prefix_cache_dir, max_gb=self.cfg.prefix_cache_max_gb)
 

@@ -45,8 +45,7 @@ class ICL(Method):
     def __init__(self, cfg: ICLConfig, llm, cf=None):
         super().__init__(cfg, llm, cf)  # holds the frozen LLM: nothing of this method is registered
         first_layer = parse_layers(cfg.layers, llm.n_layers)[0]  # also checks ``layers`` without a cache
-        if first_layer > 0:  # with layers "all" nothing lies below to cache
-            self.init_prefix_cache(first_layer)  # a cache only with ``cache_prefix``
+        self.init_prefix_cache(first_layer)  # a cache only with ``cache_prefix`` and layers above 0
 
     def score(self, batch) -> torch.Tensor:
         with self.start_at_prefix(self.prefix_hidden(batch)):  # [B, T, d] from the cache, if any
