@@ -72,7 +72,7 @@ def build_world(work: Path) -> dict[str, str]:
     from corarec.cf import train_cf
     from corarec.data.history import add_history
     from corarec.data.schema import Dataset, write_dataset
-    from corarec.llm.model import bundled_model_dir
+    from corarec.llm.packaged import bundled_model_dir
 
     rng = np.random.default_rng(0)
     rows: dict[str, list] = {"train": [], "valid": [], "test": []}

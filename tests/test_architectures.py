@@ -30,7 +30,8 @@ from corarec.data.prompts import build_prompt
 from corarec.errors import CorarecError
 from corarec.llm.layouts import stores_transposed
 from corarec.llm.model import NO, YES, answer_logits, decoder_layers, load_llm, single_token_id
-from corarec.llm.prefix_cache import PrefixCache, layer_inputs
+from corarec.llm.layer_split import layer_inputs
+from corarec.llm.prefix_cache import PrefixCache
 from corarec.methods.batches import Batch
 from corarec.methods.collm import CoLLM, CoLLMConfig
 from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig, merge

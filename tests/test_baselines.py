@@ -19,7 +19,7 @@ from corarec.llm.model import answer_logits, load_llm, score as llm_score
 from corarec.methods.collm import CoLLM, CoLLMConfig
 from corarec.methods.icl import ICL, ICLConfig
 from corarec.methods.tallrec import TallRec, TallRecConfig
-from corarec.llm.prefix_cache import layer_inputs, start_at_layer
+from corarec.llm.layer_split import layer_inputs, start_at_layer
 from numerics import (
     assert_within, product_magnitude, rounding_tolerance, scaled_delta_weights, score_tolerance, storage_tolerance,
     within,

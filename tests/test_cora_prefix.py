@@ -6,7 +6,8 @@ import torch
 from corarec.methods.batches import Batch
 from corarec.errors import CorarecError
 from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
-from corarec.llm.prefix_cache import PrefixCache, layer_inputs
+from corarec.llm.layer_split import layer_inputs
+from corarec.llm.prefix_cache import PrefixCache
 
 from tiny import PROMPTS, make_cf_batch, make_tiny_llm
 from numerics import assert_within, scaled_delta_weights, score_tolerance, storage_tolerance, within

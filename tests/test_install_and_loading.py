@@ -13,7 +13,8 @@ import pytest
 
 import corarec.llm.model
 from corarec.errors import CorarecError
-from corarec.llm.model import bundled_model_dir, load_llm
+from corarec.llm.model import load_llm
+from corarec.llm.packaged import bundled_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

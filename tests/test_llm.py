@@ -5,8 +5,9 @@ import torch
 
 from corarec.errors import CorarecError
 from corarec.llm.model import (
-    BUNDLED_ALIAS, answer_logits, answer_score, autocast_dtype, load_llm, position_ids, score, single_token_id,
+    answer_logits, answer_score, autocast_dtype, load_llm, position_ids, score, single_token_id,
 )
+from corarec.llm.packaged import BUNDLED_ALIAS
 
 from tiny import PROMPTS
 from numerics import assert_within, score_tolerance, within

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from corarec.errors import CorarecError
 from corarec.serving.pairs import candidate_records, read_candidates
 from corarec.serving.predict import predict
-from corarec.serving.server import ServeSettings, create_app
+from corarec.serving.requests import ServeSettings
+from corarec.serving.server import create_app
 from numerics import assert_within, method_score_tolerance, within
 
 TITLE = "Space Robots Return (2031)"

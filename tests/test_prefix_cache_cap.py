@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 
 import corarec.llm.prefix_cache as pc
 from corarec.errors import CorarecError
-from corarec.llm.prefix_cache import PrefixCache, layer_inputs
+from corarec.llm.layer_split import layer_inputs
+from corarec.llm.prefix_cache import PrefixCache
 from corarec.llm.prefix_cap import DEFAULT_MAX_GB, MAX_GB_ENV, cache_shards, max_bytes
 from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
 from corarec.utils.io import _HOST

@@ -16,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from corarec.serving.microbatch import MicroBatcher
-from corarec.serving.server import ServeSettings, create_app
+from corarec.serving.requests import ServeSettings
+from corarec.serving.server import create_app
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
 
 

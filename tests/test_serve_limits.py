@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 import corarec.serving.server as serve_module
 from corarec.serving import guard as serve_guard
 from corarec.errors import CorarecError
-from corarec.serving.server import ServeSettings, create_app, serve
+from corarec.serving.requests import ServeSettings
+from corarec.serving.server import create_app, serve
 from corarec.serving.guard import BodySizeLimit, exposure_warning, public_info, strict_json_loads
 
 LIMIT = 2000

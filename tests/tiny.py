@@ -35,7 +35,7 @@ def bundled_tokenizer():
     """The real SmolLM2 tokenizer of the converted bundled model (built once, offline; no custom code)."""
     from transformers import AutoTokenizer
 
-    from corarec.llm.model import bundled_model_dir
+    from corarec.llm.packaged import bundled_model_dir
 
     return AutoTokenizer.from_pretrained(bundled_model_dir(), trust_remote_code=False)
 

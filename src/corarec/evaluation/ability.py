@@ -40,7 +40,7 @@ from corarec.evaluation.probes import (PROBES_VERSION, QUESTIONS_FILE, TEXT_WORD
 from corarec.evaluation.probes.scoring import (ProbeBatch, Tally, continuation_batches, probe_logits,
                                                question_batches)
 from corarec.llm.model import LLM
-from corarec.llm.prefix_cache import layer_inputs
+from corarec.llm.layer_split import layer_inputs
 from corarec.utils.io import read_json, write_json
 
 METRICS = ("item_year_accuracy", "item_year_logprob", "text_perplexity", "question_accuracy", "question_yes_no_mass")

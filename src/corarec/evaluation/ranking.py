@@ -154,7 +154,7 @@ def ranking_users(ds, max_users: int | None, seed: int) -> list[RankingUser]:
 def rank_users(recommender, users: list[RankingUser], pool: int, ks: Sequence[int]) -> dict:
     """The three lists of every user (see the module docstring), their metrics per user and averaged
     (all / warm / cold). The method scores every user's pool in one pass of the scoring loop."""
-    from corarec.serving.recommender import UserState
+    from corarec.serving.users import UserState
 
     n_items = recommender.dataset.n_items
     pools, lists = [], []

@@ -3,7 +3,7 @@
 When CoRA injects only into layers ``L..n-1`` (``layers="top:8"``), everything below layer L is
 the frozen LLM reading a fixed prompt: the hidden states entering layer L depend on the prompt's
 tokens alone. They are computed once, stored on disk, and every later pass (every epoch, every
-validation) runs only layers ``L..n-1`` from them (:func:`start_at_layer`).
+validation) runs only layers ``L..n-1`` from them (:func:`~corarec.llm.layer_split.start_at_layer`).
 
 Keying (a stale entry can never be read):
 
@@ -26,10 +26,8 @@ by this process or another sharing the root) is recomputed, never an error. When
 rows fill the cap, new shards are not written, one warning says so, and those rows are computed at
 every pass.
 
-Running from layer L: the decoder layers below L are temporarily replaced by pass-through modules
-and a pre-hook on layer L swaps in the cached hidden states, so the model's own forward (masks,
-rotary positions, final norm, ``logits_to_keep``) does the rest — no forked modeling code. The
-first batch a cache serves is checked against the full forward (:meth:`PrefixCache.verify`).
+Running from layer L (:mod:`corarec.llm.layer_split`) needs no forked modeling code. The first batch a
+cache serves is checked against the full forward (:meth:`PrefixCache.verify`).
 """
 
 from __future__ import annotations
@@ -39,75 +37,19 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
-from torch import nn
 
 from corarec.utils.assets import cache_dir
 from corarec.errors import CorarecError
 from corarec.utils.io import save_tensors, write_json
 from corarec.llm.prefix_cap import MAX_GB_ENV, TOUCH_EVERY_S, make_room, max_bytes
-from corarec.llm.model import LLM, answer_logits, decoder_layers, position_ids
+from corarec.llm.layer_split import layer_inputs, start_at_layer
+from corarec.llm.model import LLM, answer_logits
 
 FORMAT = 1  # bump when the stored layout changes
-
-
-class _Stop(Exception):
-    """Raised by the capture hook to end a forward pass at layer L."""
-
-
-class _PassThrough(nn.Module):
-    """Stands in for a skipped decoder layer: returns its input hidden states unchanged."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return hidden_states
-
-
-def layer_inputs(llm: LLM, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Hidden states entering decoder ``layer`` for a batch: ``[B, T, d]`` (no gradient)."""
-    captured: list[torch.Tensor] = []
-
-    def capture(module, args, kwargs):
-        captured.append(args[0] if args else kwargs["hidden_states"])
-        raise _Stop
-
-    handle = decoder_layers(llm.model)[layer].register_forward_pre_hook(capture, with_kwargs=True)
-    try:
-        with torch.no_grad(), llm.autocast():
-            llm.model(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=position_ids(attention_mask), use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return captured[0]  # [B, T, d]
-
-
-@contextmanager
-def start_at_layer(llm: LLM, layer: int, hidden: torch.Tensor) -> Iterator[None]:
-    """Inside the block, a forward pass of ``llm.model`` skips layers ``< layer`` and feeds
-    ``hidden [B, T, d]`` into ``layer`` (the input ids still have to be passed, for shapes)."""
-    layers = decoder_layers(llm.model)
-    originals = [layers[i] for i in range(layer)]
-
-    def swap_in(module, args, kwargs):
-        if args:
-            return (hidden.to(args[0].dtype),) + tuple(args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden.to(kwargs["hidden_states"].dtype)}
-
-    handle = layers[layer].register_forward_pre_hook(swap_in, with_kwargs=True)
-    for i in range(layer):
-        layers[i] = _PassThrough()
-    try:
-        yield
-    finally:
-        for i, original in enumerate(originals):
-            layers[i] = original
-        handle.remove()
 
 
 def llm_fingerprint(llm: LLM) -> str:

@@ -46,7 +46,8 @@ from torch import nn
 from corarec.data.prompts import template_id
 from corarec.errors import CorarecError
 from corarec.llm.model import SCORE_MODES, answer_logits, answer_score
-from corarec.llm.prefix_cache import PrefixCache, start_at_layer
+from corarec.llm.layer_split import start_at_layer
+from corarec.llm.prefix_cache import PrefixCache
 
 FROZEN_SCORE_BATCHES = 4096
 """How many batches' frozen answers an anchored method keeps in memory (:meth:`Method.frozen_score`)."""

@@ -27,7 +27,6 @@ send in is checked by :mod:`corarec.serving.pairs`; ``corarec recommend`` is :mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -38,20 +37,7 @@ import torch
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import score_rows
 from corarec.serving.pairs import candidate_records, check_k_pool, normalise_id, pair_records
-
-
-@dataclass
-class UserState:
-    """What the recommender knows about one user."""
-
-    user_id: int
-    """Internal id; -1 for a user unknown to the dataset."""
-    history: list[int]
-    """Liked items (internal ids), oldest first: the prompt's history and the CF fold-in input."""
-    seen: set[int]
-    """Items the user interacted with (left out of recommendations)."""
-    cold: bool
-    """True when the user did not occur in train (the CF model uses its cold-start embedding)."""
+from corarec.serving.users import UserState, user_histories, without
 
 
 class Recommender:
@@ -72,7 +58,7 @@ class Recommender:
         self.item_ids = ds.item_index()
         self.train_users = set(pd.unique(ds.train["user_id"]).tolist())
         self.train_items = set(pd.unique(ds.train["item_id"]).tolist())
-        self.histories, self.interacted = _user_histories(ds.splits)
+        self.histories, self.interacted = user_histories(ds.splits)
         self.cf = _find_cf(run)
         self.popularity = np.bincount(ds.train.loc[ds.train["label"] == 1, "item_id"].to_numpy(),
                                       minlength=ds.n_items)
@@ -108,7 +94,7 @@ class Recommender:
             item_id = self.item_ids.get(pair["item"], -1)
             cold_item = item_id not in self.train_items
             rows.append({**pair, "user_id": state.user_id, "item_id": item_id,
-                         "history": _without(state.history, item_id),
+                         "history": without(state.history, item_id),
                          "cold": state.cold or cold_item, "cold_user": state.cold, "cold_item": cold_item})
         return rows
 
@@ -178,7 +164,7 @@ class Recommender:
         (:mod:`corarec.evaluation.ranking`) both build their rows here."""
         rows = pd.DataFrame({"user": user, "item": pd.Series(raw, dtype=object), "user_id": state.user_id,
                              "item_id": np.asarray(items, dtype=np.int64), "title": pd.Series(titles, dtype=object)})
-        rows["history"] = [_without(state.history, i) for i in rows["item_id"]]
+        rows["history"] = [without(state.history, i) for i in rows["item_id"]]
         if pool is not None and len(rows) > pool:
             prior = self.prior_scores(state, rows["item_id"].to_numpy())
             keep = np.argsort(-prior, kind="stable")[:pool]
@@ -290,26 +276,6 @@ def load(run: str | Path, data: str | Path | None = None, device: str | None = N
 def sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _without(history: list[int], item: int) -> list[int]:
-    """``history`` without ``item`` (the same list when it does not hold it)."""
-    return [i for i in history if i != item] if item in history else history
-
-
-def _user_histories(splits: dict[str, pd.DataFrame]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
-    """Per user: liked items of all splits in time order (the history protocol's tie order), and
-    every item the user interacted with."""
-    frames = []
-    for rank, frame in enumerate(splits.values()):
-        part = frame[["user_id", "item_id", "label", "timestamp"]].copy()
-        part["_split"], part["_row"] = rank, np.arange(len(part))
-        frames.append(part)
-    rows = pd.concat(frames, ignore_index=True).sort_values(["user_id", "timestamp", "_split", "_row"], kind="stable")
-    liked = rows[rows["label"] == 1].groupby("user_id", sort=False)["item_id"].agg(list)
-    seen = rows.groupby("user_id", sort=False)["item_id"].agg(set)
-    return ({int(u): [int(i) for i in items] for u, items in liked.items()},
-            {int(u): {int(i) for i in items} for u, items in seen.items()})
 
 
 def _find_cf(run) -> torch.nn.Module | None:

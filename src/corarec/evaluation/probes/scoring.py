@@ -25,7 +25,7 @@ import torch
 
 from corarec.errors import CorarecError
 from corarec.llm.model import LLM, position_ids
-from corarec.llm.prefix_cache import start_at_layer
+from corarec.llm.layer_split import start_at_layer
 
 IGNORE = -100
 """Target id of the left padding of ``targets`` (no token scored there)."""
