@@ -34,6 +34,7 @@ import pandas as pd
 
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import EVAL_DIR
+from corarec.serving.users import UserState
 from corarec.utils.io import write_json
 
 DEFAULT_K = (5, 10, 20)
@@ -154,8 +155,6 @@ def ranking_users(ds, max_users: int | None, seed: int) -> list[RankingUser]:
 def rank_users(recommender, users: list[RankingUser], pool: int, ks: Sequence[int]) -> dict:
     """The three lists of every user (see the module docstring), their metrics per user and averaged
     (all / warm / cold). The method scores every user's pool in one pass of the scoring loop."""
-    from corarec.serving.users import UserState
-
     n_items = recommender.dataset.n_items
     pools, lists = [], []
     for user in users:

@@ -131,7 +131,7 @@ class Method(nn.Module):
         prompt; with ``cfg.cache_prefix`` their output comes from a
         :class:`~corarec.llm.prefix_cache.PrefixCache` keyed by the LLM's current weights (so call
         this before anything changes them in place, e.g. before attaching a LoRA). With
-        ``first_layer`` 0 (layers "all") nothing lies below it, and no cache is made."""
+        ``first_layer`` 0 (e.g. layers "all") nothing lies below it, and no cache is made."""
         self.prefix_layer = first_layer
         if self.cfg.cache_prefix and first_layer > 0:
             self.prefix_cache = PrefixCache(self.llm, first_layer, template_id(self.template),

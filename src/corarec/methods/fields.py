@@ -41,8 +41,8 @@ def score_mode_field() -> Any:
 def cache_prefix_field() -> Any:
     return setting(False, doc="""
         Cache on disk the hidden states entering the lowest adapted layer and run only the layers above it
-        (beyond the paper; pays off with ``layers=top:N``; with ``layers=all`` nothing lies below and no cache is
-        made; exact up to the storage dtype).""")
+        (beyond the paper; pays off with ``layers=top:N``; with layers from 0, e.g. ``layers=all``, nothing lies
+        below and no cache is made; exact up to the storage dtype).""")
 
 
 def prefix_cache_dir_field() -> Any:

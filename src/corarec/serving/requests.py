@@ -1,8 +1,5 @@
-"""What the HTTP service accepts: its settings (limits, batching) and the request and response models built
-from them (:mod:`corarec.serving.server`).
-
-Strict types: an id is a JSON string (at most ``max_id_length`` characters) or a 64-bit integer, never a
-boolean or a float; counts are integers, not numeric strings; unknown fields are refused.
+"""What the HTTP service (:mod:`corarec.serving.server`) accepts: its settings (limits, batching) and the
+request and response models built from them, with strict types (:func:`request_models`).
 """
 
 # No ``from __future__ import annotations`` here: pydantic reads the models' annotations at run time, and

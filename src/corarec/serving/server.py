@@ -45,6 +45,8 @@ from corarec.serving.guard import (TOKEN_ENV, BearerToken, BodySizeLimit, Strict
                                  public_info, validation_error_response)
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 def create_app(run: str | Path | Recommender, data: str | Path | None = None, device: str | None = None,
                settings: ServeSettings | None = None, token: str | None = None) -> FastAPI:
     """A FastAPI app serving ``run`` (a run directory, or an already loaded :class:`Recommender`).
