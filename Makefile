@@ -9,14 +9,17 @@ DEMO_DIR ?= runs/demo
 
 setup: $(STAMP)
 
-# Re-runs only when the pins change; a second `make setup` takes seconds.
+# Re-runs only when the pins change; a second `make setup` takes seconds. Prints its wall time when it runs
+# (`make demo` prints the demo's own wall time apart).
 $(STAMP): requirements.txt assets.txt pyproject.toml
+	@mkdir -p $(VENV) && date +%s > $(VENV)/.setup-started
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r assets.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+	@echo "make setup: $$(( $$(date +%s) - $$(cat $(VENV)/.setup-started) )) s wall"
 
 test: setup
 	$(PY) -m pytest -q

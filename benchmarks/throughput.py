@@ -1,7 +1,8 @@
-"""Throughput of every stage against this machine's bf16 matmul peak, plain and fast CoRA paths side by side.
+"""Throughput of every stage against this machine's matmul peak, plain and fast CoRA paths side by side.
 
-One run on the bundled SmolLM2-135M, bf16 autocast, real MovieLens-100K prompts (``--data``: a prepared
-dataset; default ``runs/ml-100k`` when present, else the bundled ML-100K prepared into a temporary
+One run on the bundled SmolLM2-135M in the precision the library runs it in (bf16 autocast where the CPU
+has native bf16, AVX-512-BF16 or AMX; fp32 elsewhere, where bf16 is emulated), real MovieLens-100K
+prompts (``--data``: a prepared dataset; default ``runs/ml-100k`` when present, else the bundled ML-100K prepared into a temporary
 directory). Rows (each over the same ``--rows`` rows in batches of ``--batch``):
 
 - prefix-cache build: the frozen layers below the fast mode's lowest layer, into an empty cache;
@@ -23,8 +24,8 @@ answer-slot head, CoRA's generator and low-rank paths are not counted (they are 
 rate reveals). A training step counts 3× the forward of the layers that need a backward (forward,
 gradient w.r.t. the activations, gradient w.r.t. the weights: the usual "6 N" convention); the LLM's
 weights are frozen, so PyTorch skips their weight gradients and the executed work is closer to 2×:
-read a training row's share of peak as an upper bound. The peak is the best bf16 ``torch.matmul``
-rate on all threads over 2048³, 4096³ and the model's two FFN projections at this batch's size.
+read a training row's share of peak as an upper bound. The peak is the best ``torch.matmul`` rate in
+that precision on all threads over 2048³, 4096³ and the model's two FFN projections at this batch's size.
 
     python benchmarks/throughput.py [--quick] [--batch 8] [--rows 32] [--repeats 3] [--layers top:8]
                                     [--eval-batch-sizes 16,32,64] [--threads N] [--data DIR]
@@ -67,16 +68,20 @@ def load_rows(data: str | None, split: str, n: int, tmp: str):
     return dataset, dataset.splits[split].iloc[:n]
 
 
-def matmul_peak(shapes: list[tuple[int, int, int]], repeats: int) -> dict[tuple[int, int, int], float]:
-    """Best bf16 ``torch.matmul`` GFLOP/s of ``[m, k] @ [k, n]`` for each ``(m, k, n)``, on all threads."""
+def matmul_peak(shapes: list[tuple[int, int, int]], repeats: int, dtype: torch.dtype) -> dict[tuple[int, int, int], float]:
+    """Best ``torch.matmul`` GFLOP/s in ``dtype`` of ``[m, k] @ [k, n]`` for each ``(m, k, n)``, on all threads."""
     rates = {}
     for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         torch.matmul(a, b)  # warm-up (kernel selection, page faults)
         best = min(timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
         rates[(m, k, n)] = 2 * m * k * n / best / 1e9
-        progress(f"bf16 matmul {m}×{k}×{n}: {rates[(m, k, n)]:.0f} GFLOP/s")
+        progress(f"{precision(dtype)} matmul {m}×{k}×{n}: {rates[(m, k, n)]:.0f} GFLOP/s")
     return rates
+
+
+def precision(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 def progress(line: str) -> None:
@@ -123,8 +128,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         llm = load_llm("smollm2-135m")
-        if llm.autocast_dtype is None:
-            llm.autocast_dtype = torch.bfloat16  # emulated bf16 on this CPU: the numbers say so
+        dtype = llm.autocast_dtype or torch.float32  # what every command runs here (None: no autocast, fp32)
         dataset, rows = load_rows(args.data, args.split, max(args.rows, args.sweep_rows if sweep else 0), tmp)
         batcher = PromptBatcher(dataset, llm.tokenizer)
         cf = RandomCF(max(dataset.n_users, dataset.n_items), args.cf_dim)
@@ -223,16 +227,17 @@ def main() -> None:
         sweep_times = eval_batch_sweep(sweep, sweep_rows, batcher, fast, scoring, args.repeats) if sweep else {}
         B, T = batches[0].input_ids.shape
         peak_shapes = [(2048, 2048, 2048), (4096, 4096, 4096), (B * T, llm.hidden_size, ffn(llm)), (B * T, ffn(llm), llm.hidden_size)]
-        peaks = matmul_peak(peak_shapes, repeats=2 if args.quick else 3)
+        peaks = matmul_peak(peak_shapes, repeats=2 if args.quick else 3, dtype=dtype)
 
     peak = max(peaks.values())
     per_layer = weights_per_layer(llm)
     load = os.getloadavg()
-    print(f"\nSmolLM2-135M ({per_layer / 1e6:.2f} M non-embedding weights per layer × {n_layers}), bf16 autocast, "
+    mode = f"{precision(dtype)} autocast" if llm.autocast_dtype else "fp32 (no native bf16 on this CPU)"
+    print(f"\nSmolLM2-135M ({per_layer / 1e6:.2f} M non-embedding weights per layer × {n_layers}), {mode}, "
           f"batch {args.batch}, {len(main_rows)} rows of ML-100K {args.split}: {tokens / len(main_rows):.0f} real tokens "
           f"a row, {padded / len(main_rows):.0f} with padding; torch threads {torch.get_num_threads()}; generator depth "
           f"{args.depth}; median of {args.repeats}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
-    print("bf16 matmul peak: " + ", ".join(f"{m}×{k}×{n} {g:.0f}" for (m, k, n), g in peaks.items())
+    print(f"{precision(dtype)} matmul peak: " + ", ".join(f"{m}×{k}×{n} {g:.0f}" for (m, k, n), g in peaks.items())
           + f" GFLOP/s → peak {peak:.0f} GFLOP/s\n")
     print("| stage | path | s / batch | rows/s | model GFLOP/s | % of peak | vs plain |")
     print("|---|---|---:|---:|---:|---:|---:|")
