@@ -222,7 +222,7 @@ def test_benchmark_cli_is_a_thin_wrapper(tmp_path):
     assert saved["valid_rows"]["rows"] == len(read_dataset(data).valid)  # 0: the whole split
 
 
-def test_make_demo_does_not_tune_it_trains_mf_with_the_cpu_presets_fixed_values(tmp_path, monkeypatch):
+def test_make_demo_does_not_tune_it_trains_with_the_demo_preset_which_fixes_the_cpu_presets_cf_values(tmp_path, monkeypatch):
     import types
 
     import corarec.benchmarking.demo as demo
@@ -241,11 +241,21 @@ def test_make_demo_does_not_tune_it_trains_mf_with_the_cpu_presets_fixed_values(
     monkeypatch.setattr(demo, "format_stats", lambda stats: "")
     monkeypatch.setattr(demo, "benchmark", fake_benchmark)
     printed = demo.demo(out=tmp_path, seed=0)
-    assert seen["tune_cf"] is False and seen["preset"] == "cpu" and seen["seeds"] == seen["sample_seed"] == 0
+    assert seen["tune_cf"] is False and seen["preset"] == "demo" and seen["seeds"] == seen["sample_seed"] == 0
+    assert seen["max_test_samples"] is None  # the preset's
     assert "| table |" in printed and "a note" in printed
-    cpu = load_preset("cpu")
-    for model in CF_MODELS:  # what the demo trains with: every tuned setting fixed in the preset
-        assert {"lr", "weight_decay", "dim"} <= set(cf_settings(cpu, model)), model
+    cpu, demo_preset = load_preset("cpu"), load_preset("demo")
+    for model in CF_MODELS:  # what the demo trains with: every tuned setting fixed in the preset, the cpu preset's
+        assert {"lr", "weight_decay", "dim"} <= set(cf_settings(demo_preset, model)), model
+        assert cf_settings(demo_preset, model) == cf_settings(cpu, model)
+    # the demo's shorter CoRA run: 2,000 training rows read twice (500 steps), one validation at the end, CoRA's
+    # own settings (lr, layers, prefix cache) the cpu preset's
+    from corarec.training.config import resolve_config
+
+    config = resolve_config("cora", data="d", preset="demo")
+    steps = config.train.max_train_samples * config.train.epochs // config.train.batch_size
+    assert steps == 500 and config.train.eval_every == steps and config.train.lr == cpu["cora"]["train"]["lr"]
+    assert demo_preset["cora"] == cpu["cora"] and demo_preset["benchmark"]["max_test_samples"] == 2000
 
 
 def setup(tmp_path, llm: bool = True):

@@ -73,7 +73,7 @@ def train_cf(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
     model: str = typer.Option(..., "--model", help="mf, lightgcn or sasrec"),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config.json, model.safetensors, metrics.json)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'cpu-full', 'paper' or a YAML file whose cf section applies over the model's defaults"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'cpu-full', 'demo', 'paper' or a YAML file whose cf section applies over the model's defaults"),
     grid: bool = typer.Option(False, "--grid", help="Search the model's lr x weight-decay x dim grid; keep the best on valid AUC"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the CF run already in --out (any other non-empty directory is never replaced)"),
@@ -101,7 +101,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run directory to write"),
     cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA, CoLLM, and TALLRec with --anchor cf"),
     llm: Optional[str] = typer.Option(None, "--llm", help="HF model id, local directory, 'smollm2-135m' (bundled, default) or 'gemma3-270m' (optional package)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'cpu-full', 'paper' or a YAML file"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="'cpu', 'cpu-full', 'demo', 'paper' or a YAML file"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint"),
     init: Optional[Path] = typer.Option(None, "--init", help="Run whose weights initialise this one (CoLLM from TALLRec)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)"),
@@ -226,7 +226,7 @@ def benchmark(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory"),
     out: Path = typer.Option(..., "--out", help="Directory for the runs, results.md/.csv and the plots"),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated, e.g. mf,tallrec,cora-mf (default: all of the paper's table and the two rate references)"),
-    preset: Optional[str] = typer.Option("cpu", "--preset", help="'cpu', 'cpu-full', 'paper' or a YAML file"),
+    preset: Optional[str] = typer.Option("cpu", "--preset", help="'cpu', 'cpu-full', 'demo', 'paper' or a YAML file"),
     seeds: str = typer.Option("0", "--seeds", "--seed", help="Training seeds, e.g. 0,1,2: each method that trains is trained once per seed (mean ± std in the table)"),
     sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the validation and test samples: the same rows for every method and every training seed"),
     max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Score at most N test rows (whole users; default: the preset's, else 4000; 0: all)"),
@@ -279,8 +279,8 @@ def ability(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
-    preset: str = typer.Option("cpu", "--preset", help="Training preset for CoRA-MF"),
-    max_test_samples: int = typer.Option(2000, "--max-test-samples", help="Test rows scored (whole users)"),
+    preset: str = typer.Option("demo", "--preset", help="Preset of every stage: 'demo' (the cpu preset, shorter), 'cpu', ... or a YAML file"),
+    max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Test rows scored (whole users; default: the preset's)"),
     seed: int = typer.Option(0, "--seed", help="Random seed"),
 ) -> None:
     """Run the main job on the bundled MovieLens-100K and SmolLM2 and print the results."""

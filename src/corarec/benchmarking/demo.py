@@ -1,9 +1,9 @@
 """``make demo`` / ``corarec demo``: the whole pipeline on the bundled MovieLens-100K and SmolLM2.
 
-prepare ml-100k → train MF (with the ``cpu`` preset's fixed ``cf`` values: the demo does not tune) →
-train CoRA-MF (``cpu`` preset) → score the same whole-user validation and test samples with the rate
-references, MF, the zero-shot LLM and CoRA-MF → print the table. Every stage writes its files under
-``out`` and is reused (or resumed) when the demo runs again; a stage trained with other settings (an
+prepare ml-100k → train MF (with the ``cf`` values fixed in the ``cpu`` preset: the demo does not tune) →
+train CoRA-MF (the ``demo`` preset: the ``cpu`` preset on 2,000 training rows read twice) → score the same
+whole-user validation and test samples with the rate references, MF, the zero-shot LLM and CoRA-MF → print
+the table. Every stage writes its files under ``out`` and is reused (or resumed) when the demo runs again; a stage trained with other settings (an
 edited preset) is renamed to ``<dir>.stale-N`` and trained again.
 """
 
@@ -21,8 +21,11 @@ DEMO_METHODS = ("item-rate", "logistic-rate", "mf", "icl", "cora-mf")
 """The rows of the demo's table."""
 
 
-def demo(out: str | Path = "runs/demo", preset: str = "cpu", max_test_samples: int = 2000, seed: int = 0) -> str:
-    """Run the demo pipeline under ``out`` and return the printable report (statistics + table)."""
+def demo(out: str | Path = "runs/demo", preset: str = "demo", max_test_samples: int | None = None, seed: int = 0) -> str:
+    """Run the demo pipeline under ``out`` and return the printable report (statistics + table).
+
+    ``max_test_samples``: test rows scored (whole users); ``None`` takes the preset's (``demo``: 2,000).
+    """
     started = time.perf_counter()
     out = Path(out)
     data = out / "ml-100k"

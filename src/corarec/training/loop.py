@@ -58,7 +58,7 @@ def train(method: str = "cora", data: str | Path | None = None, out: str | Path 
     ``settings`` are the fields of :class:`~corarec.training.config.TrainConfig` and of the method's
     config by flat name (``lr=1e-4``, ``rank=8``, ``generator_depth=2``: :mod:`corarec.utils.options`);
     None means not given. Settings resolve as: the paper's defaults < ``preset`` (bundled
-    'cpu'/'cpu-full'/'paper' or a YAML path) < ``settings`` (:func:`~corarec.training.config.resolve_config`).
+    'cpu'/'cpu-full'/'demo'/'paper' or a YAML path) < ``settings`` (:func:`~corarec.training.config.resolve_config`).
     With ``resume`` the run in ``out`` continues from its last checkpoint with the settings saved in
     its ``config.json`` (``data`` is then not needed; a setting given beside ``resume`` is an error, not
     silently ignored), and writes to ``out`` wherever the run was first trained. A new run needs an absent or

@@ -22,7 +22,7 @@ from corarec.errors import CorarecError
 
 
 def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a preset: a bundled name ('cpu', 'cpu-full', 'paper') or a path to a YAML file; ``extends`` resolved."""
+    """Read a preset: a bundled name ('cpu', 'cpu-full', 'demo', 'paper') or a path to a YAML file; ``extends`` resolved."""
     preset = _read_preset(name)
     parent = preset.pop("extends", None)
     if parent is None:
