@@ -2,8 +2,8 @@
 
 One run on the bundled SmolLM2-135M in the precision the library runs it in (bf16 autocast where the CPU
 has native bf16, AVX-512-BF16 or AMX; fp32 elsewhere, where bf16 is emulated), real MovieLens-100K
-prompts (``--data``: a prepared dataset; default ``runs/ml-100k`` when present, else the bundled ML-100K prepared into a temporary
-directory). Rows (each over the same ``--rows`` rows in batches of ``--batch``):
+prompts (``--data``: a prepared dataset; default ``runs/ml-100k`` when present, else the bundled ML-100K
+prepared into a temporary directory). Rows (each over the same ``--rows`` rows in batches of ``--batch``):
 
 - prefix-cache build: the frozen layers below the fast mode's lowest layer, into an empty cache;
 - frozen forward: the LLM alone, all layers (what zero-shot scoring costs without the prefix cache);

@@ -3,8 +3,8 @@
 prepare ml-100k → train MF (with the ``cf`` values fixed in the ``cpu`` preset: the demo does not tune) →
 train CoRA-MF (the ``demo`` preset: the ``cpu`` preset on 2,000 training rows read twice) → score the same
 whole-user validation and test samples with the rate references, MF, the zero-shot LLM and CoRA-MF → print
-the table. Every stage writes its files under ``out`` and is reused (or resumed) when the demo runs again; a stage trained with other settings (an
-edited preset) is renamed to ``<dir>.stale-N`` and trained again.
+the table. Every stage writes its files under ``out`` and is reused (or resumed) when the demo runs again;
+a stage trained with other settings (an edited preset) is renamed to ``<dir>.stale-N`` and trained again.
 """
 
 from __future__ import annotations
