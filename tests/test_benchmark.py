@@ -228,7 +228,7 @@ def test_make_demo_does_not_tune_it_trains_with_the_demo_preset_which_fixes_the_
     import corarec.benchmarking.demo as demo
     from corarec.benchmarking import cf_settings
     from corarec.cf.config import CF_MODELS
-    from corarec.training.config import load_preset
+    from corarec.training.config import load_preset, resolve_config
 
     seen: dict = {}
 
@@ -250,8 +250,6 @@ def test_make_demo_does_not_tune_it_trains_with_the_demo_preset_which_fixes_the_
         assert cf_settings(demo_preset, model) == cf_settings(cpu, model)
     # the demo's shorter CoRA run: 2,000 training rows read twice (500 steps), one validation at the end, CoRA's
     # own settings (lr, layers, prefix cache) the cpu preset's
-    from corarec.training.config import resolve_config
-
     config = resolve_config("cora", data="d", preset="demo")
     steps = config.train.max_train_samples * config.train.epochs // config.train.batch_size
     assert steps == 500 and config.train.eval_every == steps and config.train.lr == cpu["cora"]["train"]["lr"]
