@@ -94,6 +94,18 @@ def test_help_names_each_methods_and_each_models_default():
     assert f"(mf, lightgcn: {dims['mf']}; sasrec: {dims['sasrec']})." in cf_help["dim"]
 
 
+def test_every_preset_option_names_every_bundled_preset():
+    from corarec.utils.presets import bundled_presets
+    names = bundled_presets()
+    assert {"cpu", "cpu-full", "demo", "paper"} <= set(names)
+    options = [(name, p) for name, cmd in typer.main.get_command(app).commands.items()
+               for p in cmd.params if p.name == "preset"]
+    assert len(options) >= 3
+    for name, param in options:
+        missing = [n for n in names if f"'{n}'" not in param.help]
+        assert not missing, f"corarec {name} --preset help does not name {missing}"
+
+
 def test_the_commands_pass_the_options_to_the_library_functions(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr("corarec.training.loop.train", lambda **kwargs: seen.update(kwargs) or {})

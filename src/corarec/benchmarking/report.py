@@ -130,8 +130,8 @@ def format_markdown(summary: dict) -> str:
         "AUC is in-sample; the stacked entries train on half of the validation split's users and validate on the "
         "other half, so theirs is on those rows). \"whole test\" / \"whole split\": CF models and references scored on every row "
         "of the test / valid split, beside their figure on the sample.",
-        "- train time: seconds of training per seed (LLM methods: the loop's time, validations included); "
-        "trainable params: trained weights (references: the fitted rates and coefficients).",
+        "- train time: seconds of training per seed (LLM methods: the loop's time until its last validation "
+        "began, earlier validations included); trainable params: trained weights (references: the fitted rates and coefficients).",
         f"- Benchmark wall time: {format_seconds(summary['wall_seconds'])} (runs reused from an earlier "
         "invocation cost nothing here).",
         "",

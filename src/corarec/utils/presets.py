@@ -36,6 +36,11 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return merge_sections(load_preset(parent, (*_seen, name)), preset)
 
 
+def bundled_presets() -> list[str]:
+    """The bundled presets' names, sorted (the ``configs/<name>.yaml`` files shipped with the package)."""
+    return sorted(p.name[:-5] for p in (resources.files("corarec") / "configs").iterdir() if p.name.endswith(".yaml"))
+
+
 def _identity(name: str) -> str:
     """What makes two preset names the same preset: a YAML path's resolved location, else the bundled name."""
     return str(Path(name).resolve()) if Path(name).suffix in (".yaml", ".yml") else name
@@ -65,8 +70,7 @@ def _read_preset(name: str) -> dict[str, Any]:
     else:
         bundled = resources.files("corarec") / "configs" / f"{name}.yaml"
         if not bundled.is_file():
-            names = sorted(p.name[:-5] for p in (resources.files("corarec") / "configs").iterdir() if p.name.endswith(".yaml"))
-            raise CorarecError(f"unknown preset '{name}' (bundled: {', '.join(names)}; or give a .yaml path)")
+            raise CorarecError(f"unknown preset '{name}' (bundled: {', '.join(bundled_presets())}; or give a .yaml path)")
         text = bundled.read_text()
     try:
         preset = yaml.safe_load(text) or {}
