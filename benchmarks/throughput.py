@@ -1,9 +1,10 @@
 """Throughput of every stage against this machine's matmul peak, plain and fast CoRA paths side by side.
 
-One run on the bundled SmolLM2-135M in the precision the library runs it in (bf16 autocast where the CPU
-has native bf16, AVX-512-BF16 or AMX; fp32 elsewhere, where bf16 is emulated), real MovieLens-100K
-prompts (``--data``: a prepared dataset; default ``runs/ml-100k`` when present, else the bundled ML-100K
-prepared into a temporary directory). Rows (each over the same ``--rows`` rows in batches of ``--batch``):
+One run on the bundled SmolLM2-135M (``--llm``: another alias or model directory) in the precision the
+library runs it in (bf16 autocast where the CPU has native bf16, AVX-512-BF16 or AMX; fp32 elsewhere, where
+bf16 is emulated), real MovieLens-100K prompts (``--data``: a prepared dataset; default ``runs/ml-100k``
+when present, else the bundled ML-100K prepared into a temporary directory). Rows (each over the same
+``--rows`` rows in batches of ``--batch``):
 
 - prefix-cache build: the frozen layers below the fast mode's lowest layer, into an empty cache;
 - frozen forward: the LLM alone, all layers (what zero-shot scoring costs without the prefix cache);
@@ -25,10 +26,12 @@ rate reveals). A training step counts 3× the forward of the layers that need a 
 gradient w.r.t. the activations, gradient w.r.t. the weights: the usual "6 N" convention); the LLM's
 weights are frozen, so PyTorch skips their weight gradients and the executed work is closer to 2×:
 read a training row's share of peak as an upper bound. The peak is the best ``torch.matmul`` rate in
-that precision on all threads over 2048³, 4096³ and the model's two FFN projections at this batch's size.
+that precision on all threads over 2048³, 4096³ (``--peak-sizes``) and the model's two FFN projections at this
+batch's size.
 
     python benchmarks/throughput.py [--quick] [--batch 8] [--rows 32] [--repeats 3] [--layers top:8]
-                                    [--eval-batch-sizes 16,32,64] [--threads N] [--data DIR]
+                                    [--eval-batch-sizes 16,32,64] [--threads N] [--data DIR] [--llm NAME]
+                                    [--peak-sizes 2048,4096]
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ from corarec.methods.cora import CoRA, CoRAConfig, GeneratorConfig
 from inference import RandomCF  # the same random frozen CF model as benchmarks/inference.py
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "runs" / "ml-100k"
+LLM_NAMES = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}
+DATA_NAMES = {"ml-100k": "ML-100K"}
 
 
 def load_rows(data: str | None, split: str, n: int, tmp: str):
@@ -101,10 +106,10 @@ def weights_per_layer(llm) -> int:
     return sum(p.numel() for p in decoder_layers(llm.model)[0].parameters())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="defaults 16 rows, 2 repeats, sweep on 64 rows (~3-5 min on a quiet 2-core CPU)")
+                    help="defaults 16 rows, 2 repeats, sweep on 64 rows (5 min 40 s alone on a 2-core fp32 CPU)")
     ap.add_argument("--batch", type=int, default=8, help="rows per batch (training and scoring)")
     ap.add_argument("--rows", type=int, default=None, help="rows per measurement, whole batches (default 32)")
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds after one warm-up round (default 3)")
@@ -117,7 +122,10 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="prepared dataset (default runs/ml-100k, else prepared to a temp dir)")
     ap.add_argument("--split", default="valid")
     ap.add_argument("--eager", action="store_true", help="also time eager attention beside SDPA (the 'eager' path)")
-    args = ap.parse_args()
+    ap.add_argument("--peak-sizes", default="2048,4096", help="square matmul sizes n (n×n×n) tried for the peak, "
+                    "beside the model's FFN shapes")
+    ap.add_argument("--llm", default="smollm2-135m", help="LLM alias or local model directory (as `corarec train --llm`)")
+    args = ap.parse_args(argv)
     for option, full, quick in (("rows", 32, 16), ("repeats", 3, 2), ("sweep_rows", 128, 64)):
         if getattr(args, option) is None:  # an explicit value wins over --quick's
             setattr(args, option, quick if args.quick else full)
@@ -127,7 +135,7 @@ def main() -> None:
     sweep = [int(s) for s in args.eval_batch_sizes.split(",") if s.strip()]
 
     with tempfile.TemporaryDirectory() as tmp:
-        llm = load_llm("smollm2-135m")
+        llm = load_llm(args.llm)
         dtype = llm.autocast_dtype or torch.float32  # what every command runs here (None: no autocast, fp32)
         dataset, rows = load_rows(args.data, args.split, max(args.rows, args.sweep_rows if sweep else 0), tmp)
         batcher = PromptBatcher(dataset, llm.tokenizer)
@@ -226,15 +234,17 @@ def main() -> None:
         sweep_rows = rows.iloc[:args.sweep_rows]
         sweep_times = eval_batch_sweep(sweep, sweep_rows, batcher, fast, scoring, args.repeats) if sweep else {}
         B, T = batches[0].input_ids.shape
-        peak_shapes = [(2048, 2048, 2048), (4096, 4096, 4096), (B * T, llm.hidden_size, ffn(llm)), (B * T, ffn(llm), llm.hidden_size)]
-        peaks = matmul_peak(peak_shapes, repeats=2 if args.quick else 3, dtype=dtype)
+        squares = [(n, n, n) for n in (int(size) for size in args.peak_sizes.split(",") if size.strip())]
+        peak_shapes = [*squares, (B * T, llm.hidden_size, ffn(llm)), (B * T, ffn(llm), llm.hidden_size)]
+        peaks = matmul_peak(peak_shapes, repeats=args.repeats, dtype=dtype)
 
     peak = max(peaks.values())
     per_layer = weights_per_layer(llm)
     load = os.getloadavg()
     mode = f"{precision(dtype)} autocast" if llm.autocast_dtype else "fp32 (no native bf16 on this CPU)"
-    print(f"\nSmolLM2-135M ({per_layer / 1e6:.2f} M non-embedding weights per layer × {n_layers}), {mode}, "
-          f"batch {args.batch}, {len(main_rows)} rows of ML-100K {args.split}: {tokens / len(main_rows):.0f} real tokens "
+    print(f"\n{LLM_NAMES.get(args.llm, args.llm)} ({per_layer / 1e6:.2f} M non-embedding weights per layer × {n_layers}), "
+          f"{mode}, batch {args.batch}, {len(main_rows)} rows of {DATA_NAMES.get(dataset.name, dataset.name)} {args.split}: "
+          f"{tokens / len(main_rows):.0f} real tokens "
           f"a row, {padded / len(main_rows):.0f} with padding; torch threads {torch.get_num_threads()}; generator depth "
           f"{args.depth}; median of {args.repeats}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     print(f"{precision(dtype)} matmul peak: " + ", ".join(f"{m}×{k}×{n} {g:.0f}" for (m, k, n), g in peaks.items())
