@@ -253,6 +253,7 @@ def test_make_demo_does_not_tune_it_trains_with_the_demo_preset_which_fixes_the_
     config = resolve_config("cora", data="d", preset="demo")
     steps = config.train.max_train_samples * config.train.epochs // config.train.batch_size
     assert steps == 500 and config.train.eval_every == steps and config.train.lr == cpu["cora"]["train"]["lr"]
+    assert config.train.checkpoint_every == 100  # a cut-off demo loses at most 100 steps
     assert demo_preset["cora"] == cpu["cora"] and demo_preset["benchmark"]["max_test_samples"] == 2000
 
 

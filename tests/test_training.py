@@ -31,7 +31,7 @@ def inputs(tmp_path_factory):
 
 
 def run_cora(inputs, out, **kwargs):
-    return training.train(method="cora", out=out, seed=0, device="cpu", bf16=False, **inputs, **SETTINGS, **kwargs)
+    return training.train(method="cora", out=out, seed=0, device="cpu", bf16=False, **inputs, **{**SETTINGS, **kwargs})
 
 
 def test_run_directory_holds_config_weights_and_metrics_but_nothing_of_the_llm(inputs, tmp_path):
@@ -73,6 +73,40 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(inputs, 
     a = load_tensors(tmp_path / "straight" / "checkpoint" / "trainable.safetensors")
     b = load_tensors(tmp_path / "resumed" / "checkpoint" / "trainable.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_cut_off_between_validations_resumes_from_its_last_checkpoint_exactly(inputs, tmp_path, monkeypatch):
+    between = dict(eval_every=4, checkpoint_every=1)  # one validation, at step 4; checkpoints at steps 1-3
+    straight = run_cora(inputs, tmp_path / "straight", **between)
+
+    saved = []
+    original = training.save_checkpoint
+
+    def checkpoint_then_crash(path, run, optimizer, state):
+        original(path, run, optimizer, state)
+        saved.append(state.step)
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # cut off right after the step-2 checkpoint, before any validation
+
+    monkeypatch.setattr(training, "save_checkpoint", checkpoint_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_cora(inputs, tmp_path / "resumed", **between)
+    monkeypatch.setattr(training, "save_checkpoint", original)
+    assert saved == [1, 2] and not (tmp_path / "resumed" / "metrics.json").exists()
+    state = read_json(tmp_path / "resumed" / "checkpoint" / "state.json")
+    assert state["step"] == 2 and len(state["losses_since_eval"]) == 2  # the steps the next curve point sums up
+
+    resumed = training.train(out=tmp_path / "resumed", resume=True)
+    assert resumed["finished"] and [p["step"] for p in resumed["valid_curve"]] == [4]
+    keys = ("valid_auc", "train_loss", "grad_norm_mean", "grad_norm_max")
+    assert [{k: p.get(k) for k in keys} for p in resumed["valid_curve"]] == \
+        [{k: p.get(k) for k in keys} for p in straight["valid_curve"]]
+    a = load_tensors(tmp_path / "straight" / "model.safetensors")
+    b = load_tensors(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run_cora(inputs, tmp_path / "unsaved", eval_every=4)  # the checkpoints themselves change nothing
+    c = load_tensors(tmp_path / "unsaved" / "model.safetensors")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_same_command_same_metrics_and_no_silent_overwrite(inputs, tmp_path):

@@ -1,5 +1,6 @@
-"""Training checkpoints: where a training stands, saved after every validation so that ``--resume``
-continues it exactly (safetensors and JSON; no pickles).
+"""Training checkpoints: where a training stands, saved after every validation (and every
+``checkpoint_every`` steps, when set) so that ``--resume`` continues it exactly (safetensors and JSON; no
+pickles).
 
 ``RUN/checkpoint/`` holds ``trainable.safetensors`` (the weights being trained),
 ``optimizer.safetensors`` (AdamW's moments, and the torch RNG state of every process: ``rng.torch``,
@@ -38,6 +39,11 @@ class TrainState:
     finished: bool = False
     processes: int = 1
     """How many processes train (a resume needs as many: a step's rows depend on it)."""
+    losses_since_eval: list[float] = field(default_factory=list)
+    """Training losses of the steps since the last validation (its curve point's mean; kept by a checkpoint
+    taken between validations)."""
+    grad_norms_since_eval: list[float] = field(default_factory=list)
+    """Gradient norms of the same steps (finite ones)."""
 
 
 def save_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer, state: TrainState) -> None:

@@ -54,6 +54,9 @@ class TrainConfig(Settings):
     max_steps: int | None = setting(None, at_least=1, doc="Stop after this many optimizer steps (None: epochs decide).")
     eval_every: int = setting(100, at_least=1, doc="""
         Validate every this many steps (the paper's 'epoch' of 50–100 steps).""")
+    checkpoint_every: int | None = setting(None, at_least=1, doc="""
+        Also save a checkpoint every this many steps between validations, so that an interrupted run resumes
+        there rather than at its last validation (None: checkpoints at validations only).""")
     patience: int = setting(20, at_least=0, doc="Stop after this many validations without a better valid AUC.")
     max_train_samples: int | None = setting(None, at_least=1, doc="""
         Train on at most this many rows (seeded; drawn as ``train_sample`` says); None = all.""")

@@ -3,7 +3,8 @@
 AdamW on the method's trainable weights only (the LLM and the CF model stay frozen), linear
 warm-up then cosine decay, gradient clipping, BCE-with-logits on the method's score, validation
 AUC every ``eval_every`` steps, the best weights kept, early stopping with patience, and a
-checkpoint after every validation so that ``--resume`` continues an interrupted run exactly.
+checkpoint after every validation (and every ``checkpoint_every`` steps, when set) so that
+``--resume`` continues an interrupted run exactly.
 Every validation point of the learning curve (``metrics.json``: ``valid_curve``) records the mean
 training loss and the mean and largest gradient norm of the steps since the previous point; with
 ``log_dir`` the same training is written as TensorBoard scalars (:mod:`corarec.utils.tracking`).
@@ -148,7 +149,7 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
     step_rows = effective_batch_size(tc)
     progress = tqdm(total=total_steps, initial=state.step, desc=f"train {config.method}", unit="step",
                     disable=not distributed.is_main())
-    running_loss, losses_since_eval, norms_since_eval = None, [], []
+    running_loss = None
     started = time.perf_counter() - state.train_seconds
     while state.step < total_steps and not state.stopped_early:
         step_started = time.perf_counter()
@@ -173,9 +174,9 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
 
         if not math.isfinite(value):
             raise CorarecError(f"training diverged at step {state.step} (loss {value}); lower --lr")
-        losses_since_eval.append(value)
+        state.losses_since_eval.append(value)
         if math.isfinite(norm):
-            norms_since_eval.append(norm)
+            state.grad_norms_since_eval.append(norm)
         log.scalars(state.step, {"train/loss": value, "train/lr": lr, "train/grad_norm": norm,
                                  "train/rows_per_second": len(rows) / max(time.perf_counter() - step_started, 1e-9)})
         running_loss = value if running_loss is None else 0.9 * running_loss + 0.1 * value
@@ -184,18 +185,21 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
 
         if state.step % tc.eval_every == 0 or state.step == total_steps:
             state.train_seconds = time.perf_counter() - started
-            validate(run, valid_rows, state, losses_since_eval, out, optimizer, norms_since_eval, log)
-            losses_since_eval, norms_since_eval = [], []
+            validate(run, valid_rows, state, out, optimizer, log)
             progress.set_postfix(loss=f"{running_loss:.4f}", valid_auc=_last_auc(state))
+        elif tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
+            state.train_seconds = time.perf_counter() - started
+            save_checkpoint(out / CHECKPOINT, run, optimizer, state)
     progress.close()
 
 
-def validate(run: LoadedRun, valid_rows, state: TrainState, losses: list[float], out: Path, optimizer,
-             grad_norms: list[float] = (), log: ScalarLog | None = None) -> None:
-    """Score the validation rows, keep the best weights, checkpoint, update early stopping. ``losses``
-    and ``grad_norms`` are those of the steps since the previous validation (summarised in the curve).
-    Nothing of them needs saving for ``--resume``: a checkpoint is taken right here, when they restart empty."""
+def validate(run: LoadedRun, valid_rows, state: TrainState, out: Path, optimizer, log: ScalarLog | None = None) -> None:
+    """Score the validation rows, keep the best weights, checkpoint, update early stopping. The losses and
+    gradient norms of the steps since the previous validation (``state``) are summarised in the curve point
+    and start again empty."""
     tc = run.config.train
+    losses, grad_norms = state.losses_since_eval, state.grad_norms_since_eval
+    state.losses_since_eval, state.grad_norms_since_eval = [], []
     scores = score_rows(run, valid_rows, desc="validate")
     metrics = report(valid_rows, scores, run.dataset.train)
     auc = metrics["all"]["auc"]
