@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eager", action="store_true", help="also time eager attention beside SDPA (the 'eager' path)")
     ap.add_argument("--peak-sizes", default="2048,4096", help="square matmul sizes n (n×n×n) tried for the peak, "
                     "beside the model's FFN shapes")
-    ap.add_argument("--llm", default="smollm2-135m", help="LLM alias or local model directory (as `corarec train --llm`)")
+    ap.add_argument("--llm", default="smollm2-135m",
+                    help="LLM alias or local model directory (as `corarec train --llm`)")
     args = ap.parse_args(argv)
     for option, full, quick in (("rows", 32, 16), ("repeats", 3, 2), ("sweep_rows", 128, 64)):
         if getattr(args, option) is None:  # an explicit value wins over --quick's
@@ -236,16 +237,16 @@ def main(argv: list[str] | None = None) -> None:
         B, T = batches[0].input_ids.shape
         squares = [(n, n, n) for n in (int(size) for size in args.peak_sizes.split(",") if size.strip())]
         peak_shapes = [*squares, (B * T, llm.hidden_size, ffn(llm)), (B * T, ffn(llm), llm.hidden_size)]
-        peaks = matmul_peak(peak_shapes, repeats=args.repeats, dtype=dtype)
+        peaks = matmul_peak(peak_shapes, repeats=max(2, args.repeats), dtype=dtype)  # the peak: at least 2 rounds
 
     peak = max(peaks.values())
     per_layer = weights_per_layer(llm)
     load = os.getloadavg()
     mode = f"{precision(dtype)} autocast" if llm.autocast_dtype else "fp32 (no native bf16 on this CPU)"
-    print(f"\n{LLM_NAMES.get(args.llm, args.llm)} ({per_layer / 1e6:.2f} M non-embedding weights per layer × {n_layers}), "
-          f"{mode}, batch {args.batch}, {len(main_rows)} rows of {DATA_NAMES.get(dataset.name, dataset.name)} {args.split}: "
-          f"{tokens / len(main_rows):.0f} real tokens "
-          f"a row, {padded / len(main_rows):.0f} with padding; torch threads {torch.get_num_threads()}; generator depth "
+    llm_name, data_name = LLM_NAMES.get(args.llm, args.llm), DATA_NAMES.get(dataset.name, dataset.name)
+    print(f"\n{llm_name} ({per_layer / 1e6:.2f} M non-embedding weights per layer × {n_layers}), {mode}, "
+          f"batch {args.batch}, {len(main_rows)} rows of {data_name} {args.split}: {tokens / len(main_rows):.0f} real "
+          f"tokens a row, {padded / len(main_rows):.0f} with padding; torch threads {torch.get_num_threads()}; generator depth "
           f"{args.depth}; median of {args.repeats}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     print(f"{precision(dtype)} matmul peak: " + ", ".join(f"{m}×{k}×{n} {g:.0f}" for (m, k, n), g in peaks.items())
           + f" GFLOP/s → peak {peak:.0f} GFLOP/s\n")

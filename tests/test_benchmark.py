@@ -87,6 +87,9 @@ def test_benchmark_end_to_end_writes_tables_plots_and_reuses_runs(tmp_path):
     fewer = benchmark(data, out, methods="mf,collm-mf", preset=str(preset), tune_cf=False, llm=llm, max_test_samples=20)
     assert fewer["test_rows"]["rows"] == len(subsample_users(ds.test, 20, 0)) < len(rows)
     assert weights.stat().st_mtime_ns == stamp
+    preset.write_text(PRESET.replace("max_steps: 2,", "max_steps: 2, checkpoint_every: 1,"))  # changes no result
+    benchmark(data, out, methods="mf,collm-mf", preset=str(preset), tune_cf=False, llm=llm, max_test_samples=20)
+    assert weights.stat().st_mtime_ns == stamp  # still reused, not stale
 
     # another sample seed: the LLM runs validated on other rows, so they are stale (CF runs only re-score)
     with pytest.raises(CorarecError, match=r"tallrec/seed-0: trained with other settings \(samples\.train_sample_seed: 0 there, 1 now; samples\.valid_sample_seed: 0 there, 1 now"):

@@ -96,7 +96,11 @@ def test_a_run_cut_off_between_validations_resumes_from_its_last_checkpoint_exac
     state = read_json(tmp_path / "resumed" / "checkpoint" / "state.json")
     assert state["step"] == 2 and len(state["losses_since_eval"]) == 2  # the steps the next curve point sums up
 
+    steps_run = []
+    real_backward = training.backward
+    monkeypatch.setattr(training, "backward", lambda *a, **k: steps_run.append(1) or real_backward(*a, **k))
     resumed = training.train(out=tmp_path / "resumed", resume=True)
+    assert len(steps_run) == 2  # steps 3 and 4: it went on from the checkpoint, not from step 0
     assert resumed["finished"] and [p["step"] for p in resumed["valid_curve"]] == [4]
     keys = ("valid_auc", "train_loss", "grad_norm_mean", "grad_norm_max")
     assert [{k: p.get(k) for k in keys} for p in resumed["valid_curve"]] == \
@@ -107,6 +111,16 @@ def test_a_run_cut_off_between_validations_resumes_from_its_last_checkpoint_exac
     run_cora(inputs, tmp_path / "unsaved", eval_every=4)  # the checkpoints themselves change nothing
     c = load_tensors(tmp_path / "unsaved" / "model.safetensors")
     assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_checkpoint_from_a_newer_version_is_refused_with_a_clear_error(tmp_path):
+    from corarec.training.checkpoint import load_checkpoint
+    from corarec.utils.io import write_json
+
+    (tmp_path / "checkpoint").mkdir()
+    write_json(tmp_path / "checkpoint" / "state.json", {"step": 3, "from_the_future": 1})
+    with pytest.raises(CorarecError, match=r"state\.json: written by a newer corarec \(unknown from_the_future\)"):
+        load_checkpoint(tmp_path / "checkpoint", run=None, optimizer=None)
 
 
 def test_same_command_same_metrics_and_no_silent_overwrite(inputs, tmp_path):

@@ -279,7 +279,8 @@ def ability(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the demo's dataset and runs"),
-    preset: str = typer.Option("demo", "--preset", help="Preset of every stage: 'demo' (the cpu preset, shorter), 'cpu', 'cpu-full', 'paper' or a YAML file"),
+    preset: str = typer.Option("demo", "--preset", help="Preset of every stage: 'demo' (the cpu preset, shorter), "
+                               "'cpu', 'cpu-full', 'paper' or a YAML file"),
     max_test_samples: Optional[int] = typer.Option(None, "--max-test-samples", help="Test rows scored (whole users; default: the preset's)"),
     seed: int = typer.Option(0, "--seed", help="Random seed"),
 ) -> None:

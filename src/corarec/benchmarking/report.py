@@ -131,7 +131,8 @@ def format_markdown(summary: dict) -> str:
         "other half, so theirs is on those rows). \"whole test\" / \"whole split\": CF models and references scored on every row "
         "of the test / valid split, beside their figure on the sample.",
         "- train time: seconds of training per seed (LLM methods: the loop's time until its last validation "
-        "began, earlier validations included); trainable params: trained weights (references: the fitted rates and coefficients).",
+        "began, earlier validations included); trainable params: trained weights (references: the fitted rates "
+        "and coefficients).",
         f"- Benchmark wall time: {format_seconds(summary['wall_seconds'])} (runs reused from an earlier "
         "invocation cost nothing here).",
         "",

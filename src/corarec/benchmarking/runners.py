@@ -110,6 +110,15 @@ def run_cf(entry: Entry, bench: Bench, seed: int) -> dict:
     return result
 
 
+NEUTRAL_TRAIN_SETTINGS = ("checkpoint_every",)
+"""Training settings that change no result (how often a run saves itself): editing them leaves a run current."""
+
+
+def result_settings(train: dict) -> dict:
+    """A preset's ``train`` section less :data:`NEUTRAL_TRAIN_SETTINGS` (what a run's spec records)."""
+    return {key: value for key, value in train.items() if key not in NEUTRAL_TRAIN_SETTINGS}
+
+
 def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     """An LLM method: trained by the shared loop (:func:`corarec.training.loop.train`) on the run of its CF model
     (and TALLRec, for CoLLM) of the same seed, validated on the benchmark's validation rows, resumed if cut off."""
@@ -128,7 +137,8 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
                "valid_sample_seed": bench.sample_seed, "train_sample_seed": bench.sample_seed}
     spec = {"kind": "llm", "method": entry.method, "cf": run_name(cf), "init": run_name(init), "preset": bench.preset,
             # the preset's content, not only its name: an edited preset makes the run stale
-            "settings": {"train": bench.sections.get("train") or {}, entry.method: bench.sections.get(entry.method) or {}},
+            "settings": {"train": result_settings(bench.sections.get("train") or {}),
+                         entry.method: bench.sections.get(entry.method) or {}},
             "samples": samples, "seed": seed, "llm": bench.llm, "data": str(bench.data.resolve()),
             # the prerequisites' weights: a retrained CF model or TALLRec makes this run stale
             "cf_weights": file_digest(cf / "model.safetensors") if cf else None,
@@ -146,7 +156,7 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
             recover_dir(run / CHECKPOINT)  # a kill mid-swap leaves the last checkpoint in .checkpoint.old
             if (run / CHECKPOINT / "state.json").is_file():
                 train(out=run, resume=True)
-            else:  # cut off before its first validation: nothing worth keeping
+            else:  # cut off before its first checkpoint: nothing worth keeping
                 shutil.rmtree(run)
     if not (run / CONFIG).is_file():
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,

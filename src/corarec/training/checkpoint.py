@@ -9,7 +9,7 @@ pickles).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,18 @@ def load_checkpoint(path: Path, run: LoadedRun, optimizer: torch.optim.Optimizer
     distributed.barrier()
     processes = distributed.world_size()
     if not (path / "state.json").is_file():
-        if not (path.parent / METRICS).is_file():  # stopped before its first validation was recorded:
+        if not (path.parent / METRICS).is_file():  # stopped before its first checkpoint (and validation):
             if distributed.is_main():
-                tqdm.write(f"{path.parent}: no checkpoint yet (stopped before the first validation); "
-                           "training from step 0")
+                tqdm.write(f"{path.parent}: stopped before its first checkpoint; training from step 0")
             return TrainState(processes=processes)  # the same start as the first attempt (everything above is seeded)
         raise CorarecError(f"{path}: no checkpoint to resume from, but {METRICS} records validations; "
                            "was the checkpoint removed?")
-    state = TrainState(**read_json(path / "state.json"))
+    saved = read_json(path / "state.json")
+    unknown = sorted(set(saved) - {f.name for f in fields(TrainState)})
+    if unknown:
+        raise CorarecError(f"{path}/state.json: written by a newer corarec (unknown {', '.join(unknown)}); "
+                           "resume it with that version")
+    state = TrainState(**saved)
     if state.processes != processes:
         raise CorarecError(f"{path}: written by a training in {state.processes} process(es), resumed in {processes}; "
                            f"resume it with {state.processes} (e.g. torchrun --nproc_per_node {state.processes})")

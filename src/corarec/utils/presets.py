@@ -70,7 +70,8 @@ def _read_preset(name: str) -> dict[str, Any]:
     else:
         bundled = resources.files("corarec") / "configs" / f"{name}.yaml"
         if not bundled.is_file():
-            raise CorarecError(f"unknown preset '{name}' (bundled: {', '.join(bundled_presets())}; or give a .yaml path)")
+            bundled_names = ", ".join(bundled_presets())
+            raise CorarecError(f"unknown preset '{name}' (bundled: {bundled_names}; or give a .yaml path)")
         text = bundled.read_text()
     try:
         preset = yaml.safe_load(text) or {}
