@@ -120,6 +120,23 @@ def test_autocast_dtype_follows_the_hardware(monkeypatch, avx512_bf16, amx, expe
     assert autocast_dtype("mps") is None
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_a_cpu_without_native_bf16_is_named_once_per_process(monkeypatch, capsys, tmp_path, native):
+    from corarec.llm import model
+    from tiny import tiny_llm_dir
+
+    path = str(tiny_llm_dir(tmp_path))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    model.note_fp32_cpu.cache_clear()
+    load_llm(path, autocast=False)  # fp32 asked for: nothing to say
+    assert "no native bf16" not in capsys.readouterr().err
+    for _ in range(2):
+        assert load_llm(path).autocast_dtype == (torch.bfloat16 if native else None)
+    assert capsys.readouterr().err.count("this CPU has no native bf16") == (0 if native else 1)
+    model.note_fp32_cpu.cache_clear()
+
+
 @pytest.mark.slow
 def test_bundled_smollm2_loads_from_its_cache_and_is_frozen(tokenizer):  # tokenizer: cache built
     llm = load_llm(BUNDLED_ALIAS, autocast=False)

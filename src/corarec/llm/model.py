@@ -19,6 +19,8 @@ The packaged models (the bundled SmolLM2, the optional Gemma 3 270M) are convert
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -112,6 +114,8 @@ def load_llm(name: str = BUNDLED_ALIAS, device: str | torch.device = "cpu", auto
     else:
         path, kwargs = name, {"local_files_only": True}  # an HF id, from the local HF cache only
     mixed = autocast_dtype(device) if autocast else None
+    if autocast and mixed is None and device.type == "cpu":
+        note_fp32_cpu()
     # Frozen weights need no fp32 master copy: on a GPU they are stored in the autocast dtype (a 7B
     # model takes 14 GB, not 28). On a CPU they stay fp32 and autocast casts per matmul.
     weights_dtype = mixed if (mixed is not None and device.type == "cuda") else torch.float32
@@ -214,6 +218,13 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
         )()
         return torch.bfloat16 if native else None
     return None
+
+
+@functools.cache
+def note_fp32_cpu() -> None:
+    """Say once per process that the LLM runs in fp32 because this CPU lacks native bf16 (the slow path)."""
+    print("note: this CPU has no native bf16 (AVX-512-BF16 or AMX), so the LLM runs in fp32, over twice as "
+          "slow as with it (docs/speed.md, 'CPUs without native bf16')", file=sys.stderr, flush=True)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
