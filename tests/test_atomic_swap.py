@@ -21,7 +21,8 @@ import torch
 from corarec.utils import io
 from corarec.training import loop as training
 from corarec.errors import CorarecError
-from corarec.utils.io import atomic_dir, atomic_path, clean_stale_temporaries, load_tensors, old_dir, read_json, recover_dir
+from corarec.utils.io import atomic_dir, atomic_path, clean_stale_temporaries, old_dir, read_json, recover_dir
+from tiny import assert_same_weights
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork and kill -9")
 
@@ -217,12 +218,6 @@ def trained(tmp_path_factory) -> dict:
     inputs = dict(data=data, cf=root / "cf", llm=str(tiny_llm_dir(root, hidden=64, name="llm")))
     run_cora(inputs, root / "straight")
     return dict(inputs=inputs, straight=root / "straight", run=run_cora)
-
-
-def assert_same_weights(run: Path, straight: Path) -> None:
-    for name in ("checkpoint/trainable.safetensors", "model.safetensors"):
-        a, b = load_tensors(straight / name), load_tensors(run / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_resume_after_a_crash_between_the_renames_equals_the_uninterrupted_run(trained, tmp_path, monkeypatch):

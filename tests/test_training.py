@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 
 from corarec.training import loop as training
 from corarec.training import rows as rows_of
@@ -13,7 +12,7 @@ from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import evaluate
 from corarec.evaluation.metrics import auc as roc_auc
 from corarec.utils.io import load_tensors, read_json
-from tiny import tiny_dataset, tiny_llm_dir
+from tiny import assert_same_weights, tiny_dataset, tiny_llm_dir
 
 SETTINGS = dict(rank=4, alpha=8.0, generator_queries=2, generator_depth=1, generator_heads=2, fold_in_fraction=0.5,
                 max_steps=4, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1, lr=1e-2)
@@ -70,9 +69,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(inputs, 
     straight = read_json(tmp_path / "straight" / "metrics.json")
     assert metrics["finished"]
     assert [p["valid_auc"] for p in metrics["valid_curve"]] == [p["valid_auc"] for p in straight["valid_curve"]]
-    a = load_tensors(tmp_path / "straight" / "checkpoint" / "trainable.safetensors")
-    b = load_tensors(tmp_path / "resumed" / "checkpoint" / "trainable.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "resumed", tmp_path / "straight")
 
 
 def test_a_run_cut_off_between_validations_resumes_from_its_last_checkpoint_exactly(inputs, tmp_path, monkeypatch):
@@ -105,12 +102,9 @@ def test_a_run_cut_off_between_validations_resumes_from_its_last_checkpoint_exac
     keys = ("valid_auc", "train_loss", "grad_norm_mean", "grad_norm_max")
     assert [{k: p.get(k) for k in keys} for p in resumed["valid_curve"]] == \
         [{k: p.get(k) for k in keys} for p in straight["valid_curve"]]
-    a = load_tensors(tmp_path / "straight" / "model.safetensors")
-    b = load_tensors(tmp_path / "resumed" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "resumed", tmp_path / "straight")
     run_cora(inputs, tmp_path / "unsaved", eval_every=4)  # the checkpoints themselves change nothing
-    c = load_tensors(tmp_path / "unsaved" / "model.safetensors")
-    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    assert_same_weights(tmp_path / "unsaved", tmp_path / "straight")
 
 
 def test_a_checkpoint_from_a_newer_version_is_refused_with_a_clear_error(tmp_path):

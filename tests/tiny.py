@@ -12,7 +12,8 @@ The fixtures in ``tests/conftest.py`` build on these; ``tests/golden.py`` import
   parity 85 % of the time); :func:`tiny_dataset_dir` writes it.
 - A tiny CF side: :func:`tiny_cf_dir` (an MF run trained on it), :class:`TinyCF` / :func:`make_cf_batch`
   (an in-memory CF model behind the real interface) and :data:`PROMPTS`.
-- :func:`build_tiny_run`: dataset, MF run, tiny LLM directory and a CoRA run trained for two steps.
+- :func:`build_tiny_run`: dataset, MF run, tiny LLM directory and a CoRA run trained for two steps;
+  :func:`assert_same_weights` compares two runs' weights and last checkpoints bit for bit.
 """
 
 from __future__ import annotations
@@ -219,3 +220,12 @@ def build_tiny_run(root: Path) -> TinyRun:
           rank=4, alpha=8.0, generator_queries=2, generator_depth=1, generator_heads=2,
           max_steps=2, eval_every=2, batch_size=8, eval_batch_size=16, warmup_steps=1)
     return TinyRun(run=run, data=data, cf=cf, llm=llm)
+
+
+def assert_same_weights(run: Path, straight: Path) -> None:
+    """``run``'s best weights and last checkpoint are bit-identical to ``straight``'s."""
+    from corarec.utils.io import load_tensors
+
+    for name in ("checkpoint/trainable.safetensors", "model.safetensors"):
+        a, b = load_tensors(straight / name), load_tensors(run / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
