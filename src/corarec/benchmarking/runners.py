@@ -7,7 +7,6 @@ references are also scored on the whole valid and test splits (cheap), printed b
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +121,9 @@ def result_settings(train: dict) -> dict:
 def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     """An LLM method: trained by the shared loop (:func:`corarec.training.loop.train`) on the run of its CF model
     (and TALLRec, for CoLLM) of the same seed, validated on the benchmark's validation rows, resumed if cut off."""
-    from corarec.evaluation.evaluate import score_rows
-    from corarec.utils.io import recover_dir
+    from corarec.evaluation.evaluate import EVAL_DIR, PARTIAL, score_rows
     from corarec.training.runs import CONFIG, is_finished, load_run
-    from corarec.training.loop import CHECKPOINT, train
+    from corarec.training.loop import train
     from corarec.utils import distributed
 
     run = run_dir(bench.runs, entry, seed)
@@ -153,17 +151,15 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
         return cached
     if (run / CONFIG).is_file() and check_partial_run(run, _started_with(run, spec), _wanted(spec), bench.retrain_stale):
         if not is_finished(run):
-            recover_dir(run / CHECKPOINT)  # a kill mid-swap leaves the last checkpoint in .checkpoint.old
-            if (run / CHECKPOINT / "state.json").is_file():
-                train(out=run, resume=True)
-            else:  # cut off before its first checkpoint: nothing worth keeping
-                shutil.rmtree(run)
+            # from its last checkpoint, or from step 0 when cut off before the first (a zero-shot method: its
+            # validation's scoring journal), reusing what the attempt scored
+            train(out=run, resume=True)
     if not (run / CONFIG).is_file():
         train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
               seed=seed, device=bench.device, bf16=bench.bf16, **samples, **variant)
     loaded = load_run(run, device=bench.device)
     distributed.start(loaded.device)  # under a launcher the processes share the scoring (no-op otherwise)
-    scores = score_rows(loaded, bench.test, desc=f"test {entry.name}")
+    scores = score_rows(loaded, bench.test, desc=f"test {entry.name}", journal=run / EVAL_DIR / f"benchmark-test.{PARTIAL}")
     metrics = read_json(run / "metrics.json")
     curve = [(c["step"], c["valid_auc"]) for c in metrics.get("valid_curve", []) if c.get("valid_auc") is not None]
     result = seed_result(entry, seed, bench.ds, bench.test, scores, valid_auc=metrics.get("best_valid_auc"),

@@ -21,6 +21,7 @@ from corarec.data.sampling import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
 from corarec.utils.io import write_json, write_table
+from corarec.evaluation.journal import ScoreJournal
 from corarec.evaluation.metrics import metric_report, warm_mask
 from corarec.utils.settings import check_option
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = None,
-               desc: str = "scoring", progress: bool = True) -> np.ndarray:
+               desc: str = "scoring", progress: bool = True, journal: str | Path | None = None) -> np.ndarray:
     """Logits ``[N]`` of ``run``'s method for ``rows`` (in order), in batches of ``batch_size``
     (default: the run's evaluation batch size), with a progress bar unless ``progress`` is False.
 
@@ -44,14 +45,25 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
     this with the same rows: the batches (the same ones as in a single process) are dealt out in
     turn, each process scores its own, and every process gets back every row's score exactly once,
     in the order of ``rows`` — the scores of a single process.
+
+    ``journal``: a file where the scores are saved as they come (:mod:`corarec.evaluation.journal`): a pass
+    cut off goes on from there when called again with the same run, rows and batch size, and the file is
+    removed when the pass completes. Not kept under a launcher with several processes.
     """
     method = run.method
     batch_size = batch_size or run.config.train.eval_batch_size
     was_training = method.training
     method.eval()
-    scores = np.empty(len(rows), dtype=np.float32)
+    scores = np.zeros(len(rows), dtype=np.float32)
+    done = np.zeros(len(rows), dtype=bool)
     order = np.argsort(run.batcher.token_lengths(rows), kind="stable") if len(rows) > batch_size else np.arange(len(rows))
     starts = range(distributed.rank() * batch_size, len(rows), distributed.world_size() * batch_size)  # this process's
+    kept = ScoreJournal(journal, run, rows, batch_size) if journal is not None and not distributed.active() else None
+    if kept is not None and (saved := kept.load(len(rows))) is not None:
+        scores, done = saved
+        starts = [start for start in starts if not done[order[start:start + batch_size]].all()]
+        if progress and done.any():
+            tqdm.write(f"{desc}: {int(done.sum())} of {len(rows)} rows already scored ({kept.path}); scoring the rest")
     try:
         shown = progress and distributed.is_main() and len(starts) >= 2
         for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not shown):
@@ -60,6 +72,16 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
             with run.llm.autocast():
                 logits = method.score(batch)                                       # [b]
             scores[picked] = logits.float().cpu().numpy()
+            done[picked] = True
+            if kept is not None:
+                kept.save_if_due(scores, done)
+    except BaseException:
+        if kept is not None and done.any():  # Ctrl-C or an error: what was scored is kept for the next attempt
+            kept.save(scores, done)
+        raise
+    else:
+        if kept is not None:
+            kept.remove()
     finally:
         method.train(was_training)
         cache = getattr(method, "prefix_cache", None)
@@ -94,6 +116,8 @@ def report(rows: pd.DataFrame, scores: np.ndarray, train: pd.DataFrame) -> dict:
 
 EVAL_DIR = "eval"
 """Folder of a run directory that holds one ``<split>.json`` per evaluated split."""
+PARTIAL = "partial.safetensors"
+"""Ending of a scoring journal's name: the scores of a pass that has not completed (:mod:`corarec.evaluation.journal`)."""
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
@@ -145,7 +169,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if sample_seed is None:
         sample_seed = sample_seeds(cfg)[1] if split == "valid" else cfg.seed
     rows = subsample_users(loaded.dataset.splits[split], max_samples, sample_seed)
-    scores = score_rows(loaded, rows, batch_size, desc=split)
+    scores = score_rows(loaded, rows, batch_size, desc=split, journal=Path(run) / EVAL_DIR / f"{split}.{PARTIAL}")
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
     metrics["sample_seed"] = sample_seed
