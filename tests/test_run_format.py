@@ -20,6 +20,7 @@ from corarec.training.config import RunConfig, run_config_from_dict
 from corarec.errors import CorarecError
 from corarec.training.run_format import MIGRATIONS, RUN_FORMAT, STAMP_KEYS, check_and_migrate, migrate, settings_of
 from corarec.training.runs import load_run, read_run_config
+from tiny import assert_same_tensors
 
 FORMAT_1_CORA = {  # config.json of a CoRA run as corarec wrote it before formats were recorded
     "method": "cora", "data": "/data/ml-1m", "out": "runs/cora", "cf": "runs/mf", "llm": "smollm2-135m",
@@ -166,10 +167,8 @@ def test_older_run_directories_load_through_the_migration(tiny_run, tmp_path, wr
     rewrite_config(run, lambda config: config.update(cf=str(cf)))
     assert read_run_config(run) == dataclasses.replace(read_run_config(tiny_run.run), cf=str(cf))
     old, now = load_run(run, device="cpu"), load_run(tiny_run.run, device="cpu")
-    a, b = old.method.trainable_state_dict(), now.method.trainable_state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    a, b = load_cf(cf).state_dict(), load_cf(tiny_run.cf).state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_tensors(old.method.trainable_state_dict(), now.method.trainable_state_dict(), "CoRA")
+    assert_same_tensors(load_cf(cf).state_dict(), load_cf(tiny_run.cf).state_dict(), "CF")
     assert config_of(run).get("format") == config_of(cf).get("format") != RUN_FORMAT  # reading never rewrites it
 
 

@@ -222,10 +222,14 @@ def build_tiny_run(root: Path) -> TinyRun:
     return TinyRun(run=run, data=data, cf=cf, llm=llm)
 
 
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str = "") -> None:
+    """The same tensor names, and every tensor bit-identical."""
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), what
+
+
 def assert_same_weights(run: Path, straight: Path) -> None:
     """``run``'s best weights and last checkpoint are bit-identical to ``straight``'s."""
     from corarec.utils.io import load_tensors
 
     for name in ("checkpoint/trainable.safetensors", "model.safetensors"):
-        a, b = load_tensors(straight / name), load_tensors(run / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert_same_tensors(load_tensors(straight / name), load_tensors(run / name), name)
