@@ -11,10 +11,13 @@ when present, else the bundled ML-100K prepared into a temporary directory). Row
 - CoRA scoring, all layers, and fast mode (``cache_prefix`` + ``--layers``, warm cache);
 - CoRA training step (forward, backward, AdamW), all layers, fast mode warm, fast mode cold cache.
 
-Every CoRA row runs twice: ``plain`` is the injection as it was before the shared input product
-(``CollaborativeInjector.share_inputs = False``, the default), ``shared`` computes ``x A_b`` once per
-layer for q/k/v (methods/cora/injection.py). The "vs plain" column is their ratio from this one run.
-Variants are timed round-robin, so load drift from other processes hits all of them alike.
+The frozen forward and every CoRA row run on two paths: ``plain`` computes the whole last decoder layer for
+every token (``corarec.llm.last_position.ENABLED = False``: the library before that change), ``last position``
+runs the last layer's ``o`` and feed-forward maps for the answer slot only (the default; llm/last_position.py).
+``--shared`` adds ``shared``: ``last position`` plus ``x A_b`` computed once per layer for q/k/v
+(``CollaborativeInjector.share_inputs``, off by default; methods/cora/injection.py). The "vs plain" column is a
+path's ratio to ``plain`` from this one run. Variants are timed round-robin, so load drift from other processes
+hits all of them alike.
 ``--eager`` adds an ``eager`` path for the frozen forward and the fast CoRA rows: the same computation
 with transformers' eager attention (matmuls and a softmax) instead of PyTorch's SDPA kernel, which the
 LLM loads with; "vs plain" is then SDPA's time / eager's.
@@ -22,7 +25,8 @@ LLM loads with; "vs plain" is then SDPA's time / eager's.
 Model FLOPs (what "GFLOP/s" and "% of peak" count): 2 FLOPs per non-embedding weight of a decoder
 layer per real (unpadded) token, over the layers the row runs; attention scores (T² terms), the
 answer-slot head, CoRA's generator and low-rank paths are not counted (they are the overhead the
-rate reveals). A training step counts 3× the forward of the layers that need a backward (forward,
+rate reveals), and they count the whole last layer on every path (a path that skips work shows a higher rate).
+A training step counts 3× the forward of the layers that need a backward (forward,
 gradient w.r.t. the activations, gradient w.r.t. the weights: the usual "6 N" convention); the LLM's
 weights are frozen, so PyTorch skips their weight gradients and the executed work is closer to 2×:
 read a training row's share of peak as an upper bound. The peak is the best ``torch.matmul`` rate in
@@ -31,7 +35,7 @@ batch's size.
 
     python benchmarks/throughput.py [--quick] [--batch 8] [--rows 32] [--repeats 3] [--layers top:8]
                                     [--eval-batch-sizes 16,32,64] [--threads N] [--data DIR] [--llm NAME]
-                                    [--peak-sizes 2048,4096]
+                                    [--peak-sizes 2048,4096] [--shared] [--eager]
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import torch.nn.functional as F
 
 from corarec.data.prepare import prepare
 from corarec.data.schema import read_dataset
+from corarec.llm import last_position
 from corarec.llm.model import decoder_layers, load_llm, score
 from corarec.llm.prefix_cache import PrefixCache
 from corarec.methods.batches import Batch, PromptBatcher
@@ -61,6 +66,15 @@ from inference import RandomCF  # the same random frozen CF model as benchmarks/
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "runs" / "ml-100k"
 LLM_NAMES = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}
 DATA_NAMES = {"ml-100k": "ML-100K"}
+PATHS = {"plain": (False, False), "last position": (True, False), "shared": (True, True)}
+"""path → (last layer's position-wise maps for the answer slot only, shared input product)."""
+
+
+def use_path(path: str, cora: CoRA | None = None) -> None:
+    """Switch the library to ``path``'s computation (module docstring)."""
+    last_position.ENABLED, share = PATHS[path]
+    if cora is not None:
+        cora.injector.share_inputs = share
 
 
 def load_rows(data: str | None, split: str, n: int, tmp: str):
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="prepared dataset (default runs/ml-100k, else prepared to a temp dir)")
     ap.add_argument("--split", default="valid")
     ap.add_argument("--eager", action="store_true", help="also time eager attention beside SDPA (the 'eager' path)")
+    ap.add_argument("--shared", action="store_true", help="also time the shared input product (the 'shared' path)")
     ap.add_argument("--peak-sizes", default="2048,4096", help="square matmul sizes n (n×n×n) tried for the peak, "
                     "beside the model's FFN shapes")
     ap.add_argument("--llm", default="smollm2-135m",
@@ -165,14 +180,18 @@ def main(argv: list[str] | None = None) -> None:
             cache._verified = True  # checked once per cache in real runs; the warm cache is checked below
             return cache
 
-        def scoring(cora: CoRA, share: bool, batch: Batch) -> None:
-            cora.injector.share_inputs = share
+        def frozen(path: str, batch: Batch) -> None:
+            use_path(path)
+            score(llm, batch.input_ids, batch.attention_mask)
+
+        def scoring(cora: CoRA, path: str, batch: Batch) -> None:
+            use_path(path, cora)
             cora.eval()
             with torch.no_grad(), llm.autocast():
                 cora.score(batch)
 
-        def step(cora: CoRA, opt, share: bool, batch: Batch) -> None:
-            cora.injector.share_inputs = share
+        def step(cora: CoRA, opt, path: str, batch: Batch) -> None:
+            use_path(path, cora)
             cora.train()
             with llm.autocast():
                 logits = cora.score(batch)
@@ -181,26 +200,26 @@ def main(argv: list[str] | None = None) -> None:
             loss.backward()
             opt.step()
 
-        def cold_step(share: bool, batch: Batch) -> None:
+        def cold_step(path: str, batch: Batch) -> None:
             warm, fast.prefix_cache = fast.prefix_cache, cold_cache[0]
             try:
-                step(fast, opt_fast, share, batch)
+                step(fast, opt_fast, path, batch)
             finally:
                 fast.prefix_cache = warm
 
         cold_cache = [fresh_cache()]
-        # name → (run one batch, model-FLOP layer-passes per token, plain/shared group)
+        # name → (run one batch, model-FLOP layer-passes per token, path)
         variants: dict[str, tuple[Callable[[Batch], None], int, str]] = {
             f"prefix-cache build (layers 0–{first - 1})": (lambda b: cold_cache[0].hidden_states(b.input_ids, b.attention_mask), first, ""),
-            f"frozen forward ({n_layers} layers)": (lambda b: score(llm, b.input_ids, b.attention_mask), n_layers, ""),
         }
-        for share, path in ((False, "plain"), (True, "shared")):
+        for path in ["plain", "last position"] + (["shared"] if args.shared else []):
             variants |= {
-                f"CoRA scoring, all layers|{path}": (lambda b, s=share: scoring(every, s, b), n_layers, path),
-                f"CoRA scoring, fast ({args.layers}, warm cache)|{path}": (lambda b, s=share: scoring(fast, s, b), n_fast, path),
-                f"CoRA train step, all layers|{path}": (lambda b, s=share: step(every, opt_every, s, b), 3 * n_layers, path),
-                f"CoRA train step, fast, warm cache|{path}": (lambda b, s=share: step(fast, opt_fast, s, b), 3 * n_fast, path),
-                f"CoRA train step, fast, cold cache|{path}": (lambda b, s=share: cold_step(s, b), first + 3 * n_fast, path),
+                f"frozen forward ({n_layers} layers)|{path}": (lambda b, p=path: frozen(p, b), n_layers, path),
+                f"CoRA scoring, all layers|{path}": (lambda b, p=path: scoring(every, p, b), n_layers, path),
+                f"CoRA scoring, fast ({args.layers}, warm cache)|{path}": (lambda b, p=path: scoring(fast, p, b), n_fast, path),
+                f"CoRA train step, all layers|{path}": (lambda b, p=path: step(every, opt_every, p, b), 3 * n_layers, path),
+                f"CoRA train step, fast, warm cache|{path}": (lambda b, p=path: step(fast, opt_fast, p, b), 3 * n_fast, path),
+                f"CoRA train step, fast, cold cache|{path}": (lambda b, p=path: cold_step(p, b), first + 3 * n_fast, path),
             }
 
         if args.eager:
@@ -215,25 +234,19 @@ def main(argv: list[str] | None = None) -> None:
                         llm.model.set_attn_implementation(attention)
                 return run
 
-            for name in (f"frozen forward ({n_layers} layers)", f"CoRA scoring, fast ({args.layers}, warm cache)|plain",
+            for name in (f"frozen forward ({n_layers} layers)|plain", f"CoRA scoring, fast ({args.layers}, warm cache)|plain",
                          "CoRA train step, fast, warm cache|plain", "CoRA train step, fast, cold cache|plain"):
                 fn, passes, _ = variants[name]
                 variants[name.split("|")[0] + "|eager"] = (eager(fn), passes, "eager")
 
         for b in batches:  # fill the warm cache (verified on its first batch) before any timing
             fast.prefix_cache.hidden_states(b.input_ids, b.attention_mask)
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for r in range(args.repeats + 1):  # round 0 is warm-up
-            for name, (fn, _, _) in variants.items():
-                if name.startswith(("prefix-cache build", "CoRA train step, fast, cold")):
-                    cold_cache[0] = fresh_cache()  # empty again
-                elapsed = sum(timed(lambda: fn(b)) for b in batches)
-                progress(f"round {r}/{args.repeats} {name.replace('|', ', ')}: {elapsed / len(batches):.2f} s/batch")
-                if r:
-                    times[name].append(elapsed)
-
-        sweep_rows = rows.iloc[:args.sweep_rows]
-        sweep_times = eval_batch_sweep(sweep, sweep_rows, batcher, fast, scoring, args.repeats) if sweep else {}
+        try:
+            times = time_variants(variants, batches, args.repeats, cold_cache, fresh_cache)
+            sweep_rows = rows.iloc[:args.sweep_rows]
+            sweep_times = eval_batch_sweep(sweep, sweep_rows, batcher, fast, scoring, args.repeats) if sweep else {}
+        finally:
+            use_path("last position", fast)  # the library's default, for whatever runs next in this process
         B, T = batches[0].input_ids.shape
         squares = [(n, n, n) for n in (int(size) for size in args.peak_sizes.split(",") if size.strip())]
         peak_shapes = [*squares, (B * T, llm.hidden_size, ffn(llm)), (B * T, ffn(llm), llm.hidden_size)]
@@ -257,18 +270,32 @@ def main(argv: list[str] | None = None) -> None:
         label = name.split("|")[0]
         gflops = 2 * per_layer * layer_passes * tokens / med / 1e9
         ratio = ""
-        if path in ("shared", "eager"):
-            plain = label + "|plain" if label + "|plain" in times else label
-            ratio = f"{statistics.median(times[plain]) / med:.2f}×"
+        if path not in ("", "plain"):
+            ratio = f"{statistics.median(times[label + '|plain']) / med:.2f}×"
         print(f"| {label} | {path or '—'} | {med / len(batches):.3f} | {len(main_rows) / med:.1f} | "
               f"{gflops:.0f} | {100 * gflops / peak:.0f}% | {ratio} |")
     if sweep_times:
         n = len(sweep_rows) // max(sweep) * max(sweep)
-        print(f"\nCoRA scoring, fast ({args.layers}, warm cache), plain path, by scoring batch size (eval_batch_size); "
+        print(f"\nCoRA scoring, fast ({args.layers}, warm cache), last-position path, by scoring batch size (eval_batch_size); "
               f"the same {n} rows, median of {args.repeats}:\n")
         print("| eval_batch_size | rows/s | vs " + str(sweep[0]) + " |\n|---:|---:|---:|")
         for size in sweep:
             print(f"| {size} | {sweep_times[size]:.1f} | {sweep_times[size] / sweep_times[sweep[0]]:.2f}× |")
+
+
+def time_variants(variants: dict, batches: list[Batch], repeats: int, cold_cache: list, fresh_cache: Callable
+                  ) -> dict[str, list[float]]:
+    """Seconds of every variant over ``batches``, ``repeats`` rounds after a warm-up round, round-robin."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats + 1):  # round 0 is warm-up
+        for name, (fn, _, _) in variants.items():
+            if name.startswith(("prefix-cache build", "CoRA train step, fast, cold")):
+                cold_cache[0] = fresh_cache()  # empty again
+            elapsed = sum(timed(lambda: fn(b)) for b in batches)
+            progress(f"round {r}/{repeats} {name.replace('|', ', ')}: {elapsed / len(batches):.2f} s/batch")
+            if r:
+                times[name].append(elapsed)
+    return times
 
 
 def n_layers_of(cora: CoRA) -> int:
@@ -281,7 +308,7 @@ def ffn(llm) -> int:
 
 def eval_batch_sweep(sizes: list[int], rows: pd.DataFrame, batcher, fast: CoRA, scoring: Callable,
                      repeats: int) -> dict[int, float]:
-    """rows/s of fast-mode CoRA scoring (plain path, warm cache) at each batch size over the same rows."""
+    """rows/s of fast-mode CoRA scoring (last-position path, warm cache) at each batch size over the same rows."""
     n = len(rows) // max(sizes) * max(sizes)  # whole batches at every size
     if n == 0:
         raise SystemExit(f"--sweep-rows {len(rows)}: fewer rows than the largest batch size {max(sizes)}")
@@ -291,7 +318,7 @@ def eval_batch_sweep(sizes: list[int], rows: pd.DataFrame, batcher, fast: CoRA, 
     rates: dict[int, list[float]] = {s: [] for s in sizes}
     for r in range(repeats + 1):  # round 0 is warm-up
         for size in sizes:
-            elapsed = sum(timed(lambda: scoring(fast, False, b)) for b in chunks[size])
+            elapsed = sum(timed(lambda: scoring(fast, "last position", b)) for b in chunks[size])
             progress(f"round {r}/{repeats} eval_batch_size {size}: {n / elapsed:.1f} rows/s")
             if r:
                 rates[size].append(n / elapsed)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from corarec.errors import CorarecError
+from corarec.llm.last_position import last_position_only
 from corarec.utils.io import read_json
 from corarec.llm.packaged import BUNDLED_ALIAS, PACKAGED_ALIASES, bundled_model_dir
 
@@ -246,7 +247,7 @@ def answer_logits(llm: LLM, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
     Extra keyword arguments go to the model (e.g. ``inputs_embeds`` instead of ``input_ids``).
     """
-    with llm.autocast():
+    with llm.autocast(), last_position_only(llm.model):  # nothing but the last position is read
         out = llm.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
