@@ -16,8 +16,8 @@ every token (``corarec.llm.last_position.ENABLED = False``: the library before t
 runs the last layer's ``o`` and feed-forward maps for the answer slot only (the default; llm/last_position.py).
 ``--shared`` adds ``shared``: ``last position`` plus ``x A_b`` computed once per layer for q/k/v
 (``CollaborativeInjector.share_inputs``, off by default; methods/cora/injection.py). The "vs plain" column is a
-path's ratio to ``plain`` from this one run. Variants are timed round-robin, so load drift from other processes
-hits all of them alike.
+path's ratio to ``plain`` from this one run. A stage's paths are timed back to back, in alternating order, round
+after round, so load drift and the preceding stage's effects hit all of them alike.
 ``--eager`` adds an ``eager`` path for the frozen forward and the fast CoRA rows: the same computation
 with transformers' eager attention (matmuls and a softmax) instead of PyTorch's SDPA kernel, which the
 LLM loads with; "vs plain" is then SDPA's time / eager's.
@@ -285,10 +285,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def time_variants(variants: dict, batches: list[Batch], repeats: int, cold_cache: list, fresh_cache: Callable
                   ) -> dict[str, list[float]]:
-    """Seconds of every variant over ``batches``, ``repeats`` rounds after a warm-up round, round-robin."""
+    """Seconds of every variant over ``batches``, ``repeats`` rounds after a warm-up round. A stage's paths run
+    back to back, in turns (plain first in even rounds, last in odd ones): a ratio compares runs made moments
+    apart, after the same preceding work, rather than minutes apart after other stages."""
+    stages: dict[str, list[str]] = {}
+    for name in variants:
+        stages.setdefault(name.split("|")[0], []).append(name)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(repeats + 1):  # round 0 is warm-up
-        for name, (fn, _, _) in variants.items():
+        for name in (n for names in stages.values() for n in (names if r % 2 == 0 else names[::-1])):
+            fn = variants[name][0]
             if name.startswith(("prefix-cache build", "CoRA train step, fast, cold")):
                 cold_cache[0] = fresh_cache()  # empty again
             elapsed = sum(timed(lambda: fn(b)) for b in batches)

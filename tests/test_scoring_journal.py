@@ -82,8 +82,16 @@ def test_the_journal_of_another_pass_is_not_read(loaded, tmp_path, monkeypatch):
         with torch.no_grad():
             dict(loaded.method.named_parameters())[name].add_(1e-3)
 
+    final_norm = loaded.llm.model.model.norm.weight  # [d]: the LLM's fingerprint samples every value of it
+    norm_as_loaded = final_norm.detach().clone()
+
+    def change_llm():
+        with torch.no_grad():
+            final_norm.add_(1e-2)
+
     other_rows = pd.concat([rows.iloc[:8], loaded.dataset.test.iloc[20:28]])
-    for these, size, before in ((other_rows, BATCH, None), (rows, 2 * BATCH, None), (rows, BATCH, change_weights)):
+    for these, size, before in ((other_rows, BATCH, None), (rows, 2 * BATCH, None), (rows, BATCH, change_weights),
+                                (rows, BATCH, change_llm)):
         if before is not None:
             before()
         fresh = score_rows(loaded, these, size, progress=False)  # no journal: this pass's reference
@@ -94,7 +102,8 @@ def test_the_journal_of_another_pass_is_not_read(loaded, tmp_path, monkeypatch):
         assert count.calls == -(-len(these) // size)  # every batch scored: nothing read from the other pass
         np.testing.assert_allclose(scores, fresh, rtol=0, atol=ATOL)
     with torch.no_grad():  # the module-scoped run back as loaded
-        loaded.method.load_trainable_state_dict(load_run(loaded.root, device="cpu").method.trainable_state_dict())
+        final_norm.copy_(norm_as_loaded)
+    loaded.method.load_trainable_state_dict(load_run(loaded.root, device="cpu").method.trainable_state_dict())
 
 
 def test_the_journal_is_saved_while_scoring_and_an_unreadable_one_is_replaced(loaded, tmp_path, monkeypatch):

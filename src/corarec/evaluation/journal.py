@@ -8,8 +8,8 @@
 
 with the metadata ``key``: a digest of everything the scores depend on — the rows' prompts and CF
 inputs, the batch size (a pass's batches are a function of the rows and the batch size), the method's
-weights and buffers (the trained ones and the frozen CF model's), the run's settings, the device and
-the precision. A journal whose key differs belongs to another pass: it is not read, and this pass
+weights and buffers (the trained ones and the frozen CF model's), the LLM (the prefix cache's fingerprint of its
+config and weights), the run's settings, the device and the precision. A journal whose key differs belongs to another pass: it is not read, and this pass
 replaces it. The file is written atomically every :data:`SAVE_SECONDS` and when the pass stops on an
 error or Ctrl-C, and removed when the pass completes. A resumed pass scores exactly the batches not
 done, each with the same rows as before, so its scores are those of a pass that was never cut off.
@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 
+from corarec.llm.prefix_cache import llm_fingerprint
 from corarec.utils.io import save_tensors
 
 if TYPE_CHECKING:
@@ -91,7 +92,8 @@ def pass_key(run: "LoadedRun", rows: pd.DataFrame, batch_size: int) -> str:
     digest = hashlib.sha256()
     settings = {k: v for k, v in _config_dict(run).items() if k != "out"}  # a copied run keeps its journal
     digest.update(json.dumps({"settings": settings, "batch_size": batch_size, "device": str(run.device),
-                              "autocast": str(run.llm.autocast_dtype)}, sort_keys=True, default=str).encode())
+                              "autocast": str(run.llm.autocast_dtype), "llm": llm_fingerprint(run.llm)},
+                             sort_keys=True, default=str).encode())
     for module in (run.method, run.method.cf):
         for name, tensor in (module.state_dict().items() if module is not None else ()):
             digest.update(name.encode())
