@@ -27,7 +27,7 @@ def plain(monkeypatch):
         try:
             return fn()
         finally:
-            monkeypatch.setattr(last_position, "ENABLED", True)
+            last_position.ENABLED = True
     return run
 
 
@@ -112,6 +112,16 @@ def test_a_peft_lora_on_the_last_layers_maps_scores_like_the_whole_layer(tokeniz
     method = TallRec(TallRecConfig(targets=targets, rank=RANK, alpha=ALPHA), llm).eval()
     randomise(method.peft)
     ids, mask = llm.tokenize(PROMPTS)
+    last = decoder_layers(llm.model)[-1]
+    seen = []
+    hook = last.mlp.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))  # its input
     fast = answer_logits(llm, ids, mask)
     whole = plain(lambda: answer_logits(llm, ids, mask))
-    assert_within(fast, whole, tolerance_of_scores(llm.model, ids.shape[1], RANK), f"{arch} LoRA logits")
+    hook.remove()
+    assert seen == [(len(PROMPTS), 1, llm.hidden_size), (len(PROMPTS), ids.shape[1], llm.hidden_size)]
+    tolerance = tolerance_of_scores(llm.model, ids.shape[1], RANK)
+    assert_within(fast, whole, tolerance, f"{arch} LoRA logits")
+    lora_down = next(m for n, m in last.named_modules() if n.endswith("down_proj.lora_B.default"))
+    with torch.no_grad():  # ... and the comparison can fail: the last layer's LoRA on down 10 % off is caught
+        lora_down.weight.mul_(1.1)
+    assert not within(plain(lambda: answer_logits(llm, ids, mask)), whole, tolerance), arch

@@ -13,14 +13,16 @@ def test_throughput_prints_every_stage_with_its_share_of_the_measured_peak(tmp_p
     data = tiny_dataset_dir(tmp_path)
     throughput.main(["--llm", str(llm), "--data", str(data), "--rows", "4", "--batch", "2", "--repeats", "1",
                      "--layers", "top:1", "--eval-batch-sizes", "2,4", "--sweep-rows", "4",
-                     "--peak-sizes", "64,128", "--shared"])  # no --threads: torch.set_num_threads would outlast the test
+                     "--peak-sizes", "64,128", "--shared"])
+    # (no --threads: torch.set_num_threads would outlast the test)
     out = capsys.readouterr().out
     assert "non-embedding weights per layer × 2)," in out  # the tiny model's 2 layers
     assert "4 rows of tiny valid" in out and "median of 1" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "GFLOP" not in line and "---" not in line]
     stages = [r.split("|")[1].strip() for r in rows if r.count("|") == 8]
     assert stages[:2] == ["prefix-cache build (layers 0–0)", "frozen forward (2 layers)"]
-    assert len(stages) == 1 + 3 * 6 and stages.count("CoRA train step, fast, cold cache") == 3  # plain, last position, shared
+    # the prefix build, then six rows for each of plain, last position and shared
+    assert len(stages) == 1 + 3 * 6 and stages.count("CoRA train step, fast, cold cache") == 3
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         if len(cells) == 7:  # stage, path, s / batch, rows/s, GFLOP/s, % of peak, vs plain

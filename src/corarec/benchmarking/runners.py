@@ -7,6 +7,7 @@ references are also scored on the whole valid and test splits (cheap), printed b
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ import pandas as pd
 
 from corarec.benchmarking.aggregate import seed_result
 from corarec.benchmarking.plan import Entry, parse_entry
-from corarec.benchmarking.reuse import (cached_result, check_partial_run, file_digest, run_dir, run_name, save_result,
-                                     trained_with)
+from corarec.benchmarking.reuse import (cached_result, check_partial_run, difference, file_digest, run_dir, run_name,
+                                     save_result, set_aside_stale, trained_with)
 from corarec.benchmarking.tune import chosen_settings
 from corarec.cf.references import REFERENCES
 from corarec.data.schema import Dataset
@@ -121,7 +122,8 @@ def result_settings(train: dict) -> dict:
 def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     """An LLM method: trained by the shared loop (:func:`corarec.training.loop.train`) on the run of its CF model
     (and TALLRec, for CoLLM) of the same seed, validated on the benchmark's validation rows, resumed if cut off."""
-    from corarec.evaluation.evaluate import EVAL_DIR, PARTIAL, score_rows
+    from corarec.evaluation.evaluate import EVAL_DIR, score_rows
+    from corarec.evaluation.journal import ENDING
     from corarec.training.runs import CONFIG, is_finished, load_run
     from corarec.training.loop import train
     from corarec.utils import distributed
@@ -149,17 +151,17 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     cached = cached_result(run, spec, bench.rows, bench.test, bench.retrain_stale)
     if cached is not None:
         return cached
+    arguments = dict(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset,
+                     init=init, seed=seed, device=bench.device, bf16=bench.bf16, **samples, **variant)
     if (run / CONFIG).is_file() and check_partial_run(run, _started_with(run, spec), _wanted(spec), bench.retrain_stale):
         if not is_finished(run):
-            # from its last checkpoint, or from step 0 when cut off before the first (a zero-shot method: its
-            # validation's scoring journal), reusing what the attempt scored
-            train(out=run, resume=True)
+            resume_partial_run(run, arguments, bench.retrain_stale)
     if not (run / CONFIG).is_file():
-        train(method=entry.method, data=bench.data, out=run, cf=cf, llm=bench.llm, preset=bench.preset, init=init,
-              seed=seed, device=bench.device, bf16=bench.bf16, **samples, **variant)
+        train(**arguments)
     loaded = load_run(run, device=bench.device)
     distributed.start(loaded.device)  # under a launcher the processes share the scoring (no-op otherwise)
-    scores = score_rows(loaded, bench.test, desc=f"test {entry.name}", journal=run / EVAL_DIR / f"benchmark-test.{PARTIAL}")
+    journal = run / EVAL_DIR / f"benchmark-test{ENDING}"  # the scores so far, if cut off
+    scores = score_rows(loaded, bench.test, desc=f"test {entry.name}", journal=journal)
     metrics = read_json(run / "metrics.json")
     curve = [(c["step"], c["valid_auc"]) for c in metrics.get("valid_curve", []) if c.get("valid_auc") is not None]
     result = seed_result(entry, seed, bench.ds, bench.test, scores, valid_auc=metrics.get("best_valid_auc"),
@@ -168,6 +170,34 @@ def run_llm(entry: Entry, bench: Bench, seed: int) -> dict:
     result["llm"] = loaded.config.llm
     save_result(run, result, spec, bench.rows, bench.test)
     return result
+
+
+def resume_partial_run(run: Path, arguments: dict, retrain_stale: bool) -> None:
+    """Continue a run cut off before it finished: from its last checkpoint, or from step 0 when cut off before the
+    first (keeping what its validation had scored: its scoring journal), if its ``config.json`` holds the settings
+    the benchmark would train it with now (the preset's content, device, precision). Otherwise a run with a
+    checkpoint is stale (an error, or set aside with ``--retrain-stale``), and one without is removed: nothing of it
+    is worth keeping, and the caller trains it anew."""
+    from corarec.training.checkpoint import CHECKPOINT
+    from corarec.training.config import resolve_config, to_dict
+    from corarec.training.loop import train
+    from corarec.training.runs import read_run_config
+    from corarec.utils.io import recover_dir
+
+    def settings(config) -> dict:
+        values = {k: v for k, v in to_dict(config).items() if k != "out"}
+        values["train"] = result_settings(values["train"])
+        return values
+
+    found, wanted = settings(read_run_config(run)), settings(resolve_config(**arguments))
+    if found == wanted:
+        train(out=run, resume=True)
+        return
+    recover_dir(run / CHECKPOINT)  # a kill mid-swap leaves the last checkpoint in .checkpoint.old
+    if (run / CHECKPOINT / "state.json").is_file():
+        set_aside_stale(run, difference(found, wanted), retrain_stale)
+    else:
+        shutil.rmtree(run)
 
 
 RUNNERS = {"reference": run_reference, "cf": run_cf, "llm": run_llm}

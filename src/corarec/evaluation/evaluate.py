@@ -21,7 +21,7 @@ from corarec.data.sampling import subsample_users
 from corarec.data.schema import SPLITS
 from corarec.errors import CorarecError
 from corarec.utils.io import write_json, write_table
-from corarec.evaluation.journal import ScoreJournal
+from corarec.evaluation.journal import ENDING as JOURNAL_ENDING, ScoreJournal
 from corarec.evaluation.metrics import metric_report, warm_mask
 from corarec.utils.settings import check_option
 
@@ -56,14 +56,19 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
     method.eval()
     scores = np.zeros(len(rows), dtype=np.float32)
     done = np.zeros(len(rows), dtype=bool)
-    order = np.argsort(run.batcher.token_lengths(rows), kind="stable") if len(rows) > batch_size else np.arange(len(rows))
+    lengths = run.batcher.token_lengths(rows)
+    order = np.argsort(lengths, kind="stable") if len(rows) > batch_size else np.arange(len(rows))
     starts = range(distributed.rank() * batch_size, len(rows), distributed.world_size() * batch_size)  # this process's
-    kept = ScoreJournal(journal, run, rows, batch_size) if journal is not None and not distributed.active() else None
-    if kept is not None and (saved := kept.load(len(rows))) is not None:
+    # the journal: read and written by a single process; under a launcher (each process scores other batches)
+    # the main process only removes a single-process attempt's once the pass completes
+    kept = ScoreJournal(journal, run, rows, batch_size) if journal is not None and distributed.is_main() else None
+    keeping = kept is not None and not distributed.active()
+    if keeping and (saved := kept.load(len(rows))) is not None:
         scores, done = saved
         starts = [start for start in starts if not done[order[start:start + batch_size]].all()]
         if progress and done.any():
-            tqdm.write(f"{desc}: {int(done.sum())} of {len(rows)} rows already scored ({kept.path}); scoring the rest")
+            tqdm.write(f"{desc}: {int(done.sum())} of {len(rows)} rows already scored ({kept.path}); "
+                       "scoring the rest")
     try:
         shown = progress and distributed.is_main() and len(starts) >= 2
         for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not shown):
@@ -73,14 +78,14 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
                 logits = method.score(batch)                                       # [b]
             scores[picked] = logits.float().cpu().numpy()
             done[picked] = True
-            if kept is not None:
+            if keeping:
                 kept.save_if_due(scores, done)
     except BaseException:
-        if kept is not None and done.any():  # Ctrl-C or an error: what was scored is kept for the next attempt
+        if keeping and done.any():  # Ctrl-C or an error: what was scored is kept for the next attempt
             kept.save(scores, done)
         raise
     else:
-        if kept is not None:
+        if kept is not None:  # the pass is complete
             kept.remove()
     finally:
         method.train(was_training)
@@ -116,8 +121,6 @@ def report(rows: pd.DataFrame, scores: np.ndarray, train: pd.DataFrame) -> dict:
 
 EVAL_DIR = "eval"
 """Folder of a run directory that holds one ``<split>.json`` per evaluated split."""
-PARTIAL = "partial.safetensors"
-"""Ending of a scoring journal's name: the scores of a pass that has not completed (:mod:`corarec.evaluation.journal`)."""
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test",
@@ -169,7 +172,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if sample_seed is None:
         sample_seed = sample_seeds(cfg)[1] if split == "valid" else cfg.seed
     rows = subsample_users(loaded.dataset.splits[split], max_samples, sample_seed)
-    scores = score_rows(loaded, rows, batch_size, desc=split, journal=Path(run) / EVAL_DIR / f"{split}.{PARTIAL}")
+    journal = Path(run) / EVAL_DIR / f"{split}{JOURNAL_ENDING}"  # the scores so far, if cut off
+    scores = score_rows(loaded, rows, batch_size, desc=split, journal=journal)
     metrics = report(rows, scores, loaded.dataset.train)
     metrics["max_samples"] = max_samples
     metrics["sample_seed"] = sample_seed

@@ -32,8 +32,9 @@ POSITION_WISE = ("mlp", "self_attn.o_proj", "attn.c_proj")
 """Names (suffixes) of the last layer's position-wise modules: the feed-forward block and the attention's
 output projection (``attn.c_proj`` in GPT-2's layout)."""
 
-_active: contextvars.ContextVar[bool] = contextvars.ContextVar("corarec_last_position_only", default=False)
-"""True inside :func:`last_position_only` (per thread): hooks another thread put on a shared model stay idle."""
+_lengths: contextvars.ContextVar[dict[int, int] | None] = contextvars.ContextVar("corarec_last_position", default=None)
+"""Inside :func:`last_position_only` (per thread): id(module) → the sequence length its pre-hook cut off, for its
+forward hook to pad back to. None elsewhere: hooks another thread put on a shared model stay idle here."""
 
 
 @contextlib.contextmanager
@@ -50,11 +51,11 @@ def last_position_only(model: nn.Module) -> Iterator[None]:
     for module in position_wise_modules(decoder_layers(model)[-1]):
         handles.append(module.register_forward_pre_hook(_take_last, with_kwargs=True))
         handles.append(module.register_forward_hook(_pad_back, with_kwargs=True))
-    token = _active.set(True)
+    token = _lengths.set({})
     try:
         yield
     finally:
-        _active.reset(token)
+        _lengths.reset(token)  # a length left by an exception inside a module goes with it
         for handle in handles:
             handle.remove()
 
@@ -66,15 +67,18 @@ def position_wise_modules(layer: nn.Module) -> list[nn.Module]:
 
 
 def _take_last(module: nn.Module, args: tuple, kwargs: dict):
-    if not _active.get() or not args or args[0].dim() != 3 or args[0].shape[1] == 1:
+    lengths = _lengths.get()
+    # only a module called with its hidden states alone: any other per-position input would need cutting too
+    if lengths is None or len(args) != 1 or kwargs or args[0].dim() != 3 or args[0].shape[1] == 1:
         return None
     x = args[0]  # [B, T, d_in]
-    module._corarec_length = x.shape[1]
-    return (x[:, -1:],) + tuple(args[1:]), kwargs  # [B, 1, d_in]
+    lengths[id(module)] = x.shape[1]
+    return (x[:, -1:],), kwargs  # [B, 1, d_in]
 
 
 def _pad_back(module: nn.Module, args: tuple, kwargs: dict, output):
-    length = module.__dict__.pop("_corarec_length", None)
+    lengths = _lengths.get()
+    length = lengths.pop(id(module), None) if lengths is not None else None
     if length is None:
         return None
     tensor = output[0] if isinstance(output, tuple) else output  # [B, 1, d_out]

@@ -40,7 +40,8 @@ from corarec.utils import distributed
 from corarec.utils.device import resolve_device
 from corarec.utils.seeding import seed_everything
 from corarec.errors import CorarecError
-from corarec.evaluation.evaluate import PARTIAL, report, score_rows
+from corarec.evaluation.evaluate import report, score_rows
+from corarec.evaluation.journal import ENDING as JOURNAL_ENDING, remove_family
 from corarec.utils.io import load_tensors, read_json, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
@@ -49,7 +50,7 @@ from corarec.training.steps import Stepper, backward, effective_batch_size, lear
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 from corarec.training.rows import halves_auc, training_rows
 
-VALIDATION_JOURNAL = f"validate.{PARTIAL}"
+VALIDATION_JOURNAL = f"validate{JOURNAL_ENDING}"
 """A validation cut off keeps its scores here for the resumed run (:mod:`corarec.evaluation.journal`)."""
 
 
@@ -204,6 +205,8 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, out: Path, optimizer
     losses, grad_norms = state.losses_since_eval, state.grad_norms_since_eval
     state.losses_since_eval, state.grad_norms_since_eval = [], []
     scores = score_rows(run, valid_rows, desc="validate", journal=out / VALIDATION_JOURNAL)
+    if distributed.is_main():  # earlier validations' journals too: the run has moved past them
+        remove_family(out / VALIDATION_JOURNAL)
     metrics = report(valid_rows, scores, run.dataset.train)
     auc = metrics["all"]["auc"]
     state.curve.append({"step": state.step, "valid_auc": auc, "valid_auc_halves": halves_auc(valid_rows, scores),
@@ -259,6 +262,8 @@ def finish_without_training(run: LoadedRun, valid_rows, out: Path, log: ScalarLo
     """Evaluation-only methods (ICL): score validation once and write the run directory."""
     state = TrainState()
     scores = score_rows(run, valid_rows, desc="validate", journal=out / VALIDATION_JOURNAL)
+    if distributed.is_main():  # earlier validations' journals too: the run has moved past them
+        remove_family(out / VALIDATION_JOURNAL)
     state.best_valid = report(valid_rows, scores, run.dataset.train)
     state.best_valid_auc, state.best_step = state.best_valid["all"]["auc"], 0
     state.finished = True
