@@ -195,6 +195,44 @@ def test_cf_models_are_tuned_once_and_the_chosen_settings_recorded(tmp_path):
     assert "the preset's values, not tuned" in fixed["notes"][0]
 
 
+def test_a_partial_llm_run_resumes_unless_its_settings_changed(tmp_path, monkeypatch):
+    """Cut off right after its first checkpoint: the same benchmark resumes it; an edited preset makes it stale
+    (an error naming the difference; --retrain-stale sets it aside, nothing deleted)."""
+    from corarec.training import loop as training
+
+    data, llm, preset = setup(tmp_path)
+    out = tmp_path / "bench"
+    validate = training.validate
+
+    def validate_then_stop(*args, **kwargs):
+        validate(*args, **kwargs)
+        raise KeyboardInterrupt  # right after the step-1 validation and its checkpoint
+
+    monkeypatch.setattr(training, "validate", validate_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark(data, out, methods="cora-mf", preset=str(preset), tune_cf=False, llm=llm)
+    monkeypatch.setattr(training, "validate", validate)
+    run = out / "runs" / "cora-mf" / "seed-0"
+    assert (run / "checkpoint" / "state.json").is_file() and not (run / "benchmark.json").exists()
+    validations = []
+    monkeypatch.setattr(training, "validate", lambda *a, **k: (validations.append(a[2].step), validate(*a, **k)))
+    benchmark(data, out, methods="cora-mf", preset=str(preset), tune_cf=False, llm=llm)
+    assert validations == [2]  # resumed after step 1, not trained again from step 0
+    assert [p["step"] for p in json.loads((run / "metrics.json").read_text())["valid_curve"]] == [1, 2]
+
+    partial = out / "runs" / "cora-mf" / "seed-1"  # another seed, cut the same way, then the preset edited
+    monkeypatch.setattr(training, "validate", validate_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark(data, out, methods="cora-mf", preset=str(preset), seeds=1, tune_cf=False, llm=llm)
+    monkeypatch.setattr(training, "validate", validate)
+    preset.write_text(PRESET.replace("lr: 1.0e-2,", "lr: 5.0e-3,"))
+    with pytest.raises(CorarecError, match=r"seed-1: trained with other settings \(.*lr: 0\.01 there, 0\.005 now"):
+        benchmark(data, out, methods="cora-mf", preset=str(preset), seeds=1, tune_cf=False, llm=llm)
+    benchmark(data, out, methods="cora-mf", preset=str(preset), seeds=1, tune_cf=False, llm=llm, retrain_stale=True)
+    assert (partial.with_name("seed-1.stale-1") / "checkpoint" / "state.json").is_file()
+    assert read_run_config(partial).train.lr == 5.0e-3
+
+
 def test_a_cf_model_below_the_logistic_reference_on_validation_is_said_plainly():
     def record(label, valid):
         return {"label": label, "kind": "cf", "valid_auc": {"mean": valid},

@@ -176,17 +176,22 @@ def resume_partial_run(run: Path, arguments: dict, retrain_stale: bool) -> None:
     """Continue a run cut off before it finished: from its last checkpoint, or from step 0 when cut off before the
     first (keeping what its validation had scored: its scoring journal), if its ``config.json`` holds the settings
     the benchmark would train it with now (the preset's content, device, precision). Otherwise a run with a
-    checkpoint is stale (an error, or set aside with ``--retrain-stale``), and one without is removed: nothing of it
-    is worth keeping, and the caller trains it anew."""
+    checkpoint is stale (an error, or set aside with ``--retrain-stale``), and one without is emptied (under the
+    run's lock): nothing of it is worth keeping, and the caller trains it anew."""
+    from corarec.methods import method_classes
     from corarec.training.checkpoint import CHECKPOINT
-    from corarec.training.config import resolve_config, to_dict
+    from corarec.training.config import apply_fields, resolve_config, to_dict
     from corarec.training.loop import train
     from corarec.training.runs import read_run_config
     from corarec.utils.io import recover_dir
+    from corarec.utils.outdir import LOCK, run_lock
 
     def settings(config) -> dict:
+        """What changes a result: not ``out``, nor where and how often the run logs and saves itself."""
         values = {k: v for k, v in to_dict(config).items() if k != "out"}
-        values["train"] = result_settings(values["train"])
+        values["train"] = {k: v for k, v in result_settings(values["train"]).items() if k != "log_dir"}
+        config_cls, _ = method_classes(config.method)  # every field, also those an older corarec did not write
+        values["method_config"] = to_dict(apply_fields(config_cls(), config.method_config, f"{run}: method_config"))
         return values
 
     found, wanted = settings(read_run_config(run)), settings(resolve_config(**arguments))
@@ -196,8 +201,15 @@ def resume_partial_run(run: Path, arguments: dict, retrain_stale: bool) -> None:
     recover_dir(run / CHECKPOINT)  # a kill mid-swap leaves the last checkpoint in .checkpoint.old
     if (run / CHECKPOINT / "state.json").is_file():
         set_aside_stale(run, difference(found, wanted), retrain_stale)
-    else:
-        shutil.rmtree(run)
+        return
+    with run_lock(run, "corarec benchmark"):  # not while another process writes it
+        for child in run.iterdir():
+            if child.name == LOCK:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
 
 RUNNERS = {"reference": run_reference, "cf": run_cf, "llm": run_llm}

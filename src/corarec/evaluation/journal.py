@@ -10,12 +10,13 @@ safetensors file, ``NAME-<key>.partial.safetensors`` beside it::
 ``<key>`` begins a digest of everything the scores depend on: the rows' prompts and CF inputs, the batch size
 (a pass's batches are a function of the rows and the batch size), the method's trained weights and its frozen
 CF model's, the LLM (the prefix cache's fingerprint of its config and weights, and the tokenizer), the run's
-settings, the device and precision, and the torch, transformers and corarec versions. Another pass has another
+settings, the device and precision, and the torch, transformers, peft and corarec versions. Another pass has another
 file, so a pass never reads nor replaces another's scores. The file is written atomically every
 :data:`SAVE_SECONDS` and when the pass stops on an error or Ctrl-C, and removed when the pass completes. A resumed
 pass scores exactly the batches not done, each with the same rows as before, so its scores are those of a pass
 that was never cut off. A journal that cannot be written (a full disk, a read-only run) is given up with one
-warning; the pass goes on without it.
+warning; the pass goes on without it. The journal of a pass never run again to completion (other rows, other
+options) stays where it is, a few bytes a row, until removed by hand.
 
 Where the library keeps journals: ``RUN/eval/<split>-<key>.partial.safetensors`` (``corarec evaluate``),
 ``RUN/eval/benchmark-test-<key>.partial.safetensors`` (``corarec benchmark``'s test rows) and
@@ -89,7 +90,7 @@ class ScoreJournal:
             save_tensors(self.path, {"scores": torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)),
                                      "done": torch.from_numpy(done.astype(np.uint8))},
                          metadata={"format": FORMAT, "key": self.key})
-        except OSError as e:
+        except Exception as e:  # OSError, or safetensors' own error for a failed write (a full disk)
             self.broken = True
             tqdm.write(f"warning: {self.path}: cannot save the scoring journal ({e}); scoring goes on without it")
         self.last_save = time.monotonic()
@@ -134,19 +135,29 @@ def pass_key(run: "LoadedRun", rows: pd.DataFrame, batch_size: int) -> str:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "autocast": str(run.llm.autocast_dtype), "llm": llm_fingerprint(run.llm),
         "tokenizer": [type(tokenizer).__name__, getattr(tokenizer, "name_or_path", None), len(tokenizer)],
-        "versions": [torch.__version__, transformers.__version__, corarec.__version__],
+        "versions": [torch.__version__, transformers.__version__, _version("peft"), corarec.__version__],
     }, sort_keys=True, default=str).encode())
     # the trained weights and the frozen CF model (the LLM, and a LoRA inside it, are in its fingerprint)
     tensors = {**run.method.trainable_state_dict(),
                **({f"cf.{k}": v for k, v in run.method.cf.state_dict().items()} if run.method.cf is not None else {})}
     for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # the exact bytes
     digest.update("\0".join(run.batcher.prompts(rows)).encode())
     for column in ("user_id", "item_id"):
         digest.update(np.ascontiguousarray(rows[column].to_numpy(), dtype=np.int64).tobytes())
     digest.update(repr([list(map(int, h)) for h in rows["history"]]).encode())
     return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _config_dict(run: "LoadedRun") -> dict:

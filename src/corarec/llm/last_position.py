@@ -48,11 +48,11 @@ def last_position_only(model: nn.Module) -> Iterator[None]:
         yield
         return
     handles = []
-    for module in position_wise_modules(decoder_layers(model)[-1]):
-        handles.append(module.register_forward_pre_hook(_take_last, with_kwargs=True))
-        handles.append(module.register_forward_hook(_pad_back, with_kwargs=True))
     token = _lengths.set({})
     try:
+        for module in position_wise_modules(decoder_layers(model)[-1]):
+            handles.append(module.register_forward_pre_hook(_take_last, with_kwargs=True))
+            handles.append(module.register_forward_hook(_pad_back, with_kwargs=True))
         yield
     finally:
         _lengths.reset(token)  # a length left by an exception inside a module goes with it

@@ -8,7 +8,8 @@ A run directory holds::
     metrics.json         validation curve, best valid AUC (the training's; ``evaluate`` never writes it)
     checkpoint/          the last training state (weights, optimizer, RNG, position) for --resume
     eval/<split>.json    the latest ``corarec evaluate`` of each split
-    validate-<key>.partial.safetensors, eval/<split>-<key>.partial.safetensors
+    validate-<key>.partial.safetensors, eval/<split>-<key>.partial.safetensors,
+    eval/benchmark-test-<key>.partial.safetensors
                          the scores of a scoring pass not yet complete (:mod:`corarec.evaluation.journal`)
 """
 
