@@ -109,3 +109,29 @@ def test_cli_user_error_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: pool (2) must be at least k (5)"
+
+
+def test_predict_cut_off_goes_on_where_it_stopped(tiny_run, recommender, tmp_path, monkeypatch):
+    from corarec.methods.cora import CoRA
+
+    _pairs().to_csv(tmp_path / "pairs.csv", index=False)
+    predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "straight.csv", batch_size=2)
+    real, calls = CoRA.score, {"n": 0, "stop": 2}
+
+    def cut(self, batch):
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(CoRA, "score", cut)
+    with pytest.raises(KeyboardInterrupt):
+        predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "scores.csv", batch_size=2)
+    assert not (tmp_path / "scores.csv").exists() and len(list(tmp_path.glob("scores.csv-*.partial.safetensors"))) == 1
+    calls.update(n=0, stop=None)
+    predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "scores.csv", batch_size=2)
+    assert calls["n"] == 2  # the 3 batches of 2 rows, less the one scored before Ctrl-C
+    straight, resumed = (pd.read_csv(tmp_path / name) for name in ("straight.csv", "scores.csv"))
+    tolerance = method_score_tolerance(recommender.run.method)
+    assert_within(resumed["logit"].to_numpy(), straight["logit"].to_numpy(), tolerance, "resumed logits")
+    assert list(tmp_path.glob("*.partial.safetensors")) == []  # gone with the written output

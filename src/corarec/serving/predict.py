@@ -9,6 +9,8 @@ dataset title, and an empty cell means no title). Output: the same rows, in orde
 ``probability`` (of "Yes"), and the flags ``cold`` / ``cold_user`` / ``cold_item`` (the user or item
 did not occur in train and was scored with a cold-start embedding). Unknown users and items are
 scored, never dropped. A malformed row is an error naming its 1-based row number (CSV line = row + 1).
+A run cut off (Ctrl-C) keeps the scores it has beside ``out`` (``OUT-<key>.partial.safetensors``,
+:mod:`corarec.evaluation.journal`); the same command again scores only the rest.
 With labels, the metrics (AUC, UAUC, GAUC; all / warm / cold rows) are returned as well.
 """
 
@@ -20,6 +22,7 @@ import pandas as pd
 
 from corarec.data.raw import read_table
 from corarec.errors import CorarecError
+from corarec.evaluation.journal import ENDING as JOURNAL_ENDING
 from corarec.evaluation.metrics import metric_report
 from corarec.serving.pairs import pair_records
 from corarec.serving.recommender import load
@@ -43,7 +46,8 @@ def predict(run: str | Path, input: str | Path, out: str | Path, data: str | Pat
     check_option(TrainConfig, "eval_batch_size", batch_size, "--batch-size")
     pairs = pair_records(read_table(input), where=str(input))  # validate before loading the model
     recommender = load(run, data=data, device=device, batch_size=batch_size)
-    scores = recommender.score(pairs)
+    # a long file cut off goes on where it stopped: the scores so far wait beside the output until it is written
+    scores = recommender.score(pairs, journal=out.with_name(f"{out.name}{JOURNAL_ENDING}"))
     write_table(out, scores)
     if "label" not in scores:
         return None

@@ -64,14 +64,15 @@ class Recommender:
                                       minlength=ds.n_items)
 
     # ----- the two public calls ----------------------------------------------------------------
-    def score(self, pairs: Any) -> pd.DataFrame:
+    def score(self, pairs: Any, journal: str | Path | None = None) -> pd.DataFrame:
         """Score ``pairs``: a DataFrame with ``user``, ``item`` (raw ids; optional ``label``,
         ``history`` = list of raw item ids for an unknown user, and ``title`` = the text of an item
         the dataset does not know), or a list of ``(user, item)`` tuples / ``{"user", "item"}``
         dicts. Returns one row per pair, in order: user, item, [label], logit, probability, cold,
-        cold_user, cold_item."""
+        cold_user, cold_item. ``journal``: where a long scoring keeps its scores so far, to go on
+        there when cut off (:mod:`corarec.evaluation.journal`)."""
         rows = self.resolve(pair_records(pairs))
-        return self.scored(rows, self.logits(rows))
+        return self.scored(rows, self.logits(rows, journal))
 
     def recommend(self, user: Any, k: int = 10, candidates: Sequence[Any] | None = None, pool: int = 100,
                   history: Sequence[Any] | None = None, exclude_seen: bool = True) -> pd.DataFrame:
@@ -196,7 +197,7 @@ class Recommender:
             out[start:start + len(part)] = self.cf(batch).float().cpu().numpy()
         return out
 
-    def logits(self, rows: list[dict[str, Any]] | pd.DataFrame) -> np.ndarray:
+    def logits(self, rows: list[dict[str, Any]] | pd.DataFrame, journal: str | Path | None = None) -> np.ndarray:
         """The method's logits ``[N]`` for resolved rows (user_id, item_id, history), in batches of
         ``batch_size``: the evaluation's loop (:func:`corarec.evaluation.evaluate.score_rows`, which
         scores in eval mode and restores the method's mode), its progress bar optional so that a
@@ -205,7 +206,7 @@ class Recommender:
             titled = any("title" in r for r in rows)
             rows = pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "history"] + ["title"] * titled)
         rows = rows[[c for c in ("user_id", "item_id", "history", "title") if c in rows]].reset_index(drop=True)
-        return score_rows(self.run, rows, self.batch_size, desc="scoring", progress=self.progress)
+        return score_rows(self.run, rows, self.batch_size, desc="scoring", progress=self.progress, journal=journal)
 
     def scored(self, rows: list[dict[str, Any]], logits: Sequence[float]) -> pd.DataFrame:
         """The public result of :meth:`score` from resolved rows and their logits."""
