@@ -142,8 +142,8 @@ def ranked(tiny_run, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     logits, prior = Recommender.logits, Recommender.prior_scores
 
-    def scoring(self, rows):
-        out = logits(self, rows)
+    def scoring(self, rows, journal=None):
+        out = logits(self, rows, journal)
         seen["scored"].append((rows.copy(), out))
         return out
 
@@ -227,6 +227,32 @@ def test_cli_evaluate_ranking(tiny_run, tmp_path):
                           (["--max-users", "-1"], "--max-users must be")):
         result = runner.invoke(app, ["evaluate", "--run", str(run), "--ranking", *args])
         assert isinstance(result.exception, CorarecError) and message in str(result.exception)
+
+
+def test_a_cut_off_ranking_evaluation_goes_on_where_it_stopped(tiny_run, tmp_path, monkeypatch):
+    from corarec.methods.cora import CoRA
+
+    run = shutil.copytree(tiny_run.run, tmp_path / "run")
+    options = dict(k="2,4", pool=6, max_users=5, batch_size=4, progress=False)
+    straight = evaluate_ranking(run, **options)  # 5 users × 6 items: 8 batches of 4
+    real, calls = CoRA.score, {"n": 0, "stop": 3}
+
+    def cut(self, batch):
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(CoRA, "score", cut)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_ranking(run, **options)
+    assert len(list((run / "eval").glob("ranking-test-*.partial.safetensors"))) == 1
+    calls.update(n=0, stop=None)
+    resumed = evaluate_ranking(run, **options)
+    assert calls["n"] == 8 - 2
+    for a, b in zip(straight["per_user"], resumed["per_user"]):
+        assert a["user"] == b["user"] and a["reranked"] == pytest.approx(b["reranked"], abs=1e-6)
+    assert list((run / "eval").glob("*.partial.safetensors")) == []
 
 
 def test_benchmark_ranking_columns_on_the_same_users(tmp_path):

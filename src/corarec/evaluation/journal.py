@@ -18,7 +18,8 @@ that was never cut off. A journal that cannot be written (a full disk, a read-on
 warning; the pass goes on without it. The journal of a pass never run again to completion (other rows, other
 options) stays where it is, a few bytes a row, until removed by hand.
 
-Where the library keeps journals: ``RUN/eval/<split>-<key>.partial.safetensors`` (``corarec evaluate``),
+Where the library keeps journals: ``RUN/eval/<split>-<key>.partial.safetensors`` (``corarec evaluate``;
+``ranking-test-<key>`` for ``--ranking``),
 ``RUN/eval/benchmark-test-<key>.partial.safetensors`` (``corarec benchmark``'s test rows) and
 ``RUN/validate-<key>.partial.safetensors`` (a training's validation, and the zero-shot method's only pass; a
 completed validation removes every validation journal of the run: the run has moved past them) and

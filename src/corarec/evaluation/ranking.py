@@ -34,6 +34,7 @@ import pandas as pd
 
 from corarec.errors import CorarecError
 from corarec.evaluation.evaluate import EVAL_DIR
+from corarec.evaluation.journal import ENDING
 from corarec.serving.users import UserState
 from corarec.utils.io import write_json
 
@@ -152,9 +153,11 @@ def ranking_users(ds, max_users: int | None, seed: int) -> list[RankingUser]:
 
 
 # ----- the evaluation ------------------------------------------------------------------------------------
-def rank_users(recommender, users: list[RankingUser], pool: int, ks: Sequence[int]) -> dict:
+def rank_users(recommender, users: list[RankingUser], pool: int, ks: Sequence[int],
+               journal: str | Path | None = None) -> dict:
     """The three lists of every user (see the module docstring), their metrics per user and averaged
-    (all / warm / cold). The method scores every user's pool in one pass of the scoring loop."""
+    (all / warm / cold). The method scores every user's pool in one pass of the scoring loop (``journal``: where
+    it keeps its scores so far, to go on there when cut off; :mod:`corarec.evaluation.journal`)."""
     n_items = recommender.dataset.n_items
     pools, lists = [], []
     for user in users:
@@ -168,7 +171,7 @@ def rank_users(recommender, users: list[RankingUser], pool: int, ks: Sequence[in
                       "popularity": (popularity[popular], catalogue[popular])})
         pools.append(rows)
     started = time.perf_counter()
-    logits = recommender.logits(pd.concat(pools, ignore_index=True)) if pools else np.zeros(0)
+    logits = recommender.logits(pd.concat(pools, ignore_index=True), journal) if pools else np.zeros(0)
     scoring_seconds = time.perf_counter() - started
     per_user, offset = [], 0
     for user, rows, listed in zip(users, pools, lists):
@@ -240,7 +243,7 @@ def evaluate_ranking(run: str | Path, data: str | Path | None = None, k: str | S
                            "train and valid rows; nothing to rank")
     result = {"split": "test", "data": str(recommender.run.config.data), "method": recommender.run.config.method,
               "k": ks, "pool": pool, "pool_from": _pool_source(recommender), "max_users": max_users, "seed": seed,
-              **rank_users(recommender, users, pool, ks)}
+              **rank_users(recommender, users, pool, ks, journal=Path(run) / EVAL_DIR / f"ranking-test{ENDING}")}
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(Path(run) / EVAL_DIR / RANKING_FILE, result)
     return result
