@@ -20,7 +20,7 @@ options) stays where it is, a few bytes a row, until removed by hand.
 
 Where the library keeps journals: ``RUN/eval/<split>-<key>.partial.safetensors`` (``corarec evaluate``;
 ``ranking-test-<key>`` for ``--ranking``),
-``RUN/eval/benchmark-test-<key>.partial.safetensors`` (``corarec benchmark``'s test rows) and
+``RUN/eval/benchmark-test-<key>.partial.safetensors`` (``corarec benchmark``'s test rows),
 ``RUN/validate-<key>.partial.safetensors`` (a training's validation, and the zero-shot method's only pass; a
 completed validation removes every validation journal of the run: the run has moved past them) and
 ``OUT-<key>.partial.safetensors`` beside ``corarec predict``'s output file.
