@@ -56,8 +56,8 @@ def score_rows(run: "LoadedRun", rows: pd.DataFrame, batch_size: int | None = No
     method.eval()
     scores = np.zeros(len(rows), dtype=np.float32)
     done = np.zeros(len(rows), dtype=bool)
-    lengths = run.batcher.token_lengths(rows)
-    order = np.argsort(lengths, kind="stable") if len(rows) > batch_size else np.arange(len(rows))
+    order = (np.argsort(run.batcher.token_lengths(rows), kind="stable") if len(rows) > batch_size
+             else np.arange(len(rows)))  # one batch: no need to tokenise twice
     starts = range(distributed.rank() * batch_size, len(rows), distributed.world_size() * batch_size)  # this process's
     # the journal: read and written by a single process; under a launcher (each process scores other batches)
     # the main process only removes a single-process attempt's once the pass completes

@@ -204,9 +204,7 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, out: Path, optimizer
     tc = run.config.train
     losses, grad_norms = state.losses_since_eval, state.grad_norms_since_eval
     state.losses_since_eval, state.grad_norms_since_eval = [], []
-    scores = score_rows(run, valid_rows, desc="validate", journal=out / VALIDATION_JOURNAL)
-    if distributed.is_main():  # earlier validations' journals too: the run has moved past them
-        remove_family(out / VALIDATION_JOURNAL)
+    scores = validation_scores(run, valid_rows, out)
     metrics = report(valid_rows, scores, run.dataset.train)
     auc = metrics["all"]["auc"]
     state.curve.append({"step": state.step, "valid_auc": auc, "valid_auc_halves": halves_auc(valid_rows, scores),
@@ -225,6 +223,15 @@ def validate(run: LoadedRun, valid_rows, state: TrainState, out: Path, optimizer
             state.stopped_early = True
     save_checkpoint(out / CHECKPOINT, run, optimizer, state)
     write_metrics(out, state, run)
+
+
+def validation_scores(run: LoadedRun, valid_rows, out: Path) -> np.ndarray:
+    """The validation rows' scores ``[N]``, kept in a scoring journal while they are computed (a cut-off validation
+    goes on there after ``--resume``); once complete, every validation journal of the run goes."""
+    scores = score_rows(run, valid_rows, desc="validate", journal=out / VALIDATION_JOURNAL)
+    if distributed.is_main():  # earlier validations' journals too: the run has moved past them
+        remove_family(out / VALIDATION_JOURNAL)
+    return scores
 
 
 def log_validation(log: ScalarLog | None, step: int, metrics: dict) -> None:
@@ -261,9 +268,7 @@ def write_metrics(out: Path, state: TrainState, run: LoadedRun) -> dict:
 def finish_without_training(run: LoadedRun, valid_rows, out: Path, log: ScalarLog | None = None) -> dict:
     """Evaluation-only methods (ICL): score validation once and write the run directory."""
     state = TrainState()
-    scores = score_rows(run, valid_rows, desc="validate", journal=out / VALIDATION_JOURNAL)
-    if distributed.is_main():  # earlier validations' journals too: the run has moved past them
-        remove_family(out / VALIDATION_JOURNAL)
+    scores = validation_scores(run, valid_rows, out)
     state.best_valid = report(valid_rows, scores, run.dataset.train)
     state.best_valid_auc, state.best_step = state.best_valid["all"]["auc"], 0
     state.finished = True
