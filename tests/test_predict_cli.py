@@ -10,7 +10,7 @@ from corarec.cli import app
 from corarec.errors import CorarecError
 from corarec.serving.predict import predict
 from numerics import assert_within, method_score_tolerance, scaled_delta_weights, within
-from tiny import COLD_USER
+from tiny import COLD_USER, CutOff
 
 runner = CliRunner()
 
@@ -116,21 +116,14 @@ def test_predict_cut_off_goes_on_where_it_stopped(tiny_run, recommender, tmp_pat
 
     _pairs().to_csv(tmp_path / "pairs.csv", index=False)
     predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "straight.csv", batch_size=2)
-    real, calls = CoRA.score, {"n": 0, "stop": 2}
-
-    def cut(self, batch):
-        calls["n"] += 1
-        if calls["n"] == calls["stop"]:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(CoRA, "score", cut)
+    cut = CutOff(CoRA.score, stop_at=2)
+    monkeypatch.setattr(CoRA, "score", lambda self, batch: cut(self, batch))
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "scores.csv", batch_size=2)
     assert not (tmp_path / "scores.csv").exists() and len(list(tmp_path.glob("scores.csv-*.partial.safetensors"))) == 1
-    calls.update(n=0, stop=None)
+    cut.calls, cut.stop_at = 0, None
     predict(tiny_run.run, tmp_path / "pairs.csv", tmp_path / "scores.csv", batch_size=2)
-    assert calls["n"] == 2  # the 3 batches of 2 rows, less the one scored before Ctrl-C
+    assert cut.calls == 2  # the 3 batches of 2 rows, less the one scored before Ctrl-C
     straight, resumed = (pd.read_csv(tmp_path / name) for name in ("straight.csv", "scores.csv"))
     tolerance = method_score_tolerance(recommender.run.method)
     assert_within(resumed["logit"].to_numpy(), straight["logit"].to_numpy(), tolerance, "resumed logits")

@@ -17,7 +17,7 @@ from corarec.cli import app
 from corarec.data.schema import read_dataset
 from corarec.errors import CorarecError
 from corarec.evaluation.ranking import (evaluate_ranking, format_ranking, list_metrics, parse_k, ranking_users)
-from tiny import COLD_USER, tiny_dataset
+from tiny import COLD_USER, CutOff, tiny_dataset
 
 runner = CliRunner()
 D2, D3, D4, D5 = (1 / math.log2(n) for n in (3, 4, 5, 6))  # DCG discounts of positions 2..5
@@ -235,21 +235,14 @@ def test_a_cut_off_ranking_evaluation_goes_on_where_it_stopped(tiny_run, tmp_pat
     run = shutil.copytree(tiny_run.run, tmp_path / "run")
     options = dict(k="2,4", pool=6, max_users=5, batch_size=4, progress=False)
     straight = evaluate_ranking(run, **options)  # 5 users × 6 items: 8 batches of 4
-    real, calls = CoRA.score, {"n": 0, "stop": 3}
-
-    def cut(self, batch):
-        calls["n"] += 1
-        if calls["n"] == calls["stop"]:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(CoRA, "score", cut)
+    cut = CutOff(CoRA.score, stop_at=3)
+    monkeypatch.setattr(CoRA, "score", lambda self, batch: cut(self, batch))
     with pytest.raises(KeyboardInterrupt):
         evaluate_ranking(run, **options)
     assert len(list((run / "eval").glob("ranking-test-*.partial.safetensors"))) == 1
-    calls.update(n=0, stop=None)
+    cut.calls, cut.stop_at = 0, None
     resumed = evaluate_ranking(run, **options)
-    assert calls["n"] == 8 - 2
+    assert cut.calls == 8 - 2
     for a, b in zip(straight["per_user"], resumed["per_user"]):
         assert a["user"] == b["user"] and a["reranked"] == pytest.approx(b["reranked"], abs=1e-6)
     assert list((run / "eval").glob("*.partial.safetensors")) == []

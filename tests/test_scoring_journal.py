@@ -21,25 +21,10 @@ from corarec.methods.icl import ICL
 from corarec.training import loop as training
 from corarec.training.runs import load_run
 from corarec.utils import io
-from tiny import tiny_dataset_dir, tiny_llm_dir
+from tiny import CutOff, tiny_dataset_dir, tiny_llm_dir
 from tiny_archs import tolerance_of_scores
 
 BATCH = 4
-
-
-class CutOff:
-    """Wraps a ``score`` function: counts the batches it scores and stops the pass (Ctrl-C) at batch ``stop_at``."""
-
-    def __init__(self, score, stop_at: int | None = None):
-        self.score, self.stop_at, self.calls, self.scored = score, stop_at, 0, []
-
-    def __call__(self, *args):
-        self.calls += 1
-        if self.calls == self.stop_at:
-            raise KeyboardInterrupt
-        logits = self.score(*args)
-        self.scored.append(logits.detach().float().numpy().copy())
-        return logits
 
 
 def journals_in(folder: Path, kind: str) -> list[Path]:

@@ -233,3 +233,21 @@ def assert_same_weights(run: Path, straight: Path) -> None:
 
     for name in ("checkpoint/trainable.safetensors", "model.safetensors"):
         assert_same_tensors(load_tensors(straight / name), load_tensors(run / name), name)
+
+
+# ---- a scoring pass cut off -----------------------------------------------------------------------
+
+
+class CutOff:
+    """Wraps a ``score`` function: counts the batches it scores and stops the pass (Ctrl-C) at batch ``stop_at``."""
+
+    def __init__(self, score, stop_at: int | None = None):
+        self.score, self.stop_at, self.calls, self.scored = score, stop_at, 0, []
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        logits = self.score(*args)
+        self.scored.append(logits.detach().float().numpy().copy())
+        return logits
