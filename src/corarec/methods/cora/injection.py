@@ -20,7 +20,7 @@ itself (q, k and v read one ``x``; gate and up another) need ``x A_b [B, T, r]``
 ``share_inputs`` on, the first such hook of a layer computes it and the others reuse it (matched by
 tensor identity, so a different input is never mistaken for it); each module still applies its own
 ``P``. It is the same arithmetic on the same operands, so the outputs equal the plain path's.
-Off by default (:data:`SHARE_INPUTS`): measured in ``benchmarks/throughput.py``, see docs/speed.md.
+Off by default (:data:`SHARE_INPUTS`): measured in ``benchmarks/throughput.py``, see docs/speed-experiments.md.
 The hooks leave the model's module tree and ``state_dict`` keys untouched (no wrapper modules, no
 forked modeling code). A targeted module is an ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2:
 the same map, ``W`` stored transposed, ``[d_in, d_out]``; the hook reads only ``x`` and the output,
