@@ -192,6 +192,8 @@ def test_resume_from_the_command_line_needs_only_out_and_refuses_new_settings(ti
     before = snapshot(out)
     message = one_line_cli_error(["train", "--out", str(out), "--resume", "--lr", "0.1", "--seed", "3"])
     assert "--resume continues" in message and "--seed, --lr cannot change them" in message
+    message = one_line_cli_error(["train", "--out", str(out), "--resume", "--method", "tallrec"])  # not another method
+    assert "--method cannot change them" in message
     assert snapshot(out) == before
     result = runner.invoke(app, ["train", "--out", str(out), "--resume"])  # no --data: the run's own
     assert result.exit_code == 0, result.output

@@ -96,7 +96,7 @@ def train_cf(
 @app.command()
 @with_options(train_options())
 def train(
-    method: str = typer.Option("cora", "--method", help="cora, tallrec, collm or icl"),
+    method: Optional[str] = typer.Option(None, "--method", help="cora (default), tallrec, collm or icl"),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset directory (required for a new run; --resume reads the run's own)"),
     out: Path = typer.Option(..., "--out", help="Run directory to write"),
     cf: Optional[Path] = typer.Option(None, "--cf", help="CF run directory (from `corarec train-cf`); CoRA, CoLLM, and TALLRec with --anchor cf"),

@@ -54,11 +54,11 @@ VALIDATION_JOURNAL = f"validate{JOURNAL_ENDING}"
 """A validation cut off keeps its scores here for the resumed run (:mod:`corarec.evaluation.journal`)."""
 
 
-def train(method: str = "cora", data: str | Path | None = None, out: str | Path = "", cf: str | Path | None = None,
+def train(method: str | None = None, data: str | Path | None = None, out: str | Path = "", cf: str | Path | None = None,
           llm: str | None = None, preset: str | None = None, resume: bool = False, init: str | Path | None = None,
           seed: int | None = None, device: str | None = None, bf16: bool | None = None, **settings: Any) -> dict:
     """Train an LLM method and write its run directory; returns the run's metrics. The arguments are
-    the options of ``corarec train``.
+    the options of ``corarec train`` (``method``: None is CoRA).
 
     ``settings`` are the fields of :class:`~corarec.training.config.TrainConfig` and of the method's
     config by flat name (``lr=1e-4``, ``rank=8``, ``generator_depth=2``: :mod:`corarec.utils.options`);
@@ -72,8 +72,8 @@ def train(method: str = "cora", data: str | Path | None = None, out: str | Path 
     """
     out = Path(out)
     if resume:
-        given = [f"--{name}" for name, value in (("cf", cf), ("llm", llm), ("preset", preset), ("init", init),
-                                                   ("seed", seed), ("device", device), ("bf16", bf16))
+        given = [f"--{name}" for name, value in (("method", method), ("cf", cf), ("llm", llm), ("preset", preset),
+                                                   ("init", init), ("seed", seed), ("device", device), ("bf16", bf16))
                  if value is not None]
         given += [f"--{name.replace('_', '-')}" for name, value in settings.items() if value is not None]
         if given:
@@ -86,7 +86,7 @@ def train(method: str = "cora", data: str | Path | None = None, out: str | Path 
             config = read_run_config(out)  # read again under the lock: what the last writer left
             config.out = str(out.resolve())
             return fit(config, resume=True)
-    config = resolve_config(method, data, out, cf, llm, preset, init, seed, device, bf16, **settings)
+    config = resolve_config(method or "cora", data, out, cf, llm, preset, init, seed, device, bf16, **settings)
     check_log_dir(config.train.log_dir)
     distributed.start(resolve_device(config.device))
 
