@@ -48,6 +48,12 @@ class TrainConfig(Settings):
     gradient_accumulation: int = setting(1, at_least=1, doc="""
         Micro-batches of ``batch_size`` rows whose gradients add up to one optimizer step (1: none): a larger
         effective batch in the memory of one micro-batch. The step's loss is the mean over all its rows.""")
+    group_by_length: bool = setting(False, doc="""
+        Steps of rows of similar prompt length (beyond the paper; transformers' ``group_by_length``): each window
+        of 50 steps of the epoch's random order is sorted by length and its steps shuffled, so a step pads its
+        rows to nearly their own length (on MovieLens-100K random steps carry ~1.15× the real tokens, grouped
+        ~1.01×). Which rows share a step changes, and with it the optimisation: off by default, and in no preset
+        (its quality effect is not established: docs/speed-experiments.md).""")
     eval_batch_size: int = setting(16, at_least=1, doc="Rows per forward pass when scoring.")
     epochs: int = setting(1, at_least=1, doc="""
         Passes over the (sub-sampled) training rows (the paper's configs: up to 200, early stopping ends the run).""")

@@ -46,7 +46,7 @@ from corarec.utils.io import load_tensors, read_json, save_tensors, write_json
 from corarec.utils.outdir import LOCK, run_lock
 from corarec.utils.tracking import ScalarLog, check_finite_gradient, check_log_dir, gradient_norm, gradient_summary
 from corarec.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
-from corarec.training.steps import Stepper, backward, effective_batch_size, learning_rate
+from corarec.training.steps import Stepper, backward, effective_batch_size, epoch_order, learning_rate
 from corarec.training.runs import CONFIG, METRICS, WEIGHTS, LoadedRun, build_run, read_run_config, write_run_config
 from corarec.training.rows import halves_auc, training_rows
 
@@ -154,11 +154,14 @@ def train_steps(run: LoadedRun, train_rows: pd.DataFrame, valid_rows: pd.DataFra
     progress = tqdm(total=total_steps, initial=state.step, desc=f"train {config.method}", unit="step",
                     disable=not distributed.is_main())
     running_loss = None
+    lengths = run.batcher.token_lengths(train_rows) if tc.group_by_length else None  # [N] tokens a prompt
+    order_epoch, order = None, None  # the epoch whose row order is at hand, and that order
     started = time.perf_counter() - state.train_seconds
     while state.step < total_steps and not state.stopped_early:
         step_started = time.perf_counter()
         epoch, position = divmod(state.step, steps_per_epoch)
-        order = np.random.default_rng(config.seed + epoch).permutation(len(train_rows))
+        if epoch != order_epoch:
+            order_epoch, order = epoch, epoch_order(len(train_rows), config.seed, epoch, step_rows, lengths)
         rows = train_rows.iloc[order[position * step_rows:(position + 1) * step_rows]]
 
         lr = learning_rate(state.step, total_steps, tc)

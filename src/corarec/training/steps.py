@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch.nn.functional as F
 
@@ -20,6 +21,30 @@ from corarec.utils import distributed
 def effective_batch_size(tc: TrainConfig) -> int:
     """Rows per optimizer step: ``batch_size × processes × gradient_accumulation``."""
     return tc.batch_size * distributed.world_size() * tc.gradient_accumulation
+
+
+GROUP_STEPS = 50
+"""Steps whose rows ``group_by_length`` sorts together (a window of the epoch's random order)."""
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int, step_rows: int, lengths: np.ndarray | None = None) -> np.ndarray:
+    """``[n_rows]`` the order in which ``epoch`` reads the training rows; step ``i`` of the epoch takes positions
+    ``i·step_rows .. (i+1)·step_rows − 1`` of it. A permutation seeded by ``seed + epoch``; with the rows' prompt
+    ``lengths`` (``group_by_length``) each window of :data:`GROUP_STEPS` steps of that permutation is sorted by
+    length, cut into steps, and its whole steps shuffled (seeded alike). A short last step stays last."""
+    order = np.random.default_rng(seed + epoch).permutation(n_rows)
+    if lengths is None:
+        return order
+    shuffle = np.random.default_rng([seed, epoch, 1])
+    window = GROUP_STEPS * step_rows
+    grouped = []
+    for start in range(0, n_rows, window):
+        rows = order[start:start + window]
+        rows = rows[np.argsort(lengths[rows], kind="stable")]                    # shortest first
+        whole = len(rows) // step_rows * step_rows
+        steps = rows[:whole].reshape(-1, step_rows)                               # [steps, step_rows]
+        grouped += [steps[shuffle.permutation(len(steps))].reshape(-1), rows[whole:]]
+    return np.concatenate(grouped)
 
 
 @dataclass
