@@ -102,9 +102,10 @@ def build_world(work: Path) -> dict[str, str]:
 
 def command(run: Path, world: dict[str, str]) -> list[str]:
     """What a user runs next: resume when the run directory holds a run, else the first command."""
-    first = [sys.executable, "-c", "from corarec.cli import main; main()", "train", "--out", str(run),
-             *[arg for pair in world.items() for arg in pair], "--device", "cpu", "--no-bf16", "--seed", "0"]
-    return first + ["--resume"] if (run / "config.json").is_file() else first
+    train = [sys.executable, "-c", "from corarec.cli import main; main()", "train", "--out", str(run)]
+    if (run / "config.json").is_file():
+        return train + ["--resume"]  # the run's own settings: settings given beside --resume are refused
+    return train + [*[arg for pair in world.items() for arg in pair], "--device", "cpu", "--no-bf16", "--seed", "0"]
 
 
 def launch(args: list[str], log: Path) -> subprocess.Popen:

@@ -8,6 +8,7 @@ import pytest
 import corarec.training.loop as training
 from corarec.training.steps import GROUP_STEPS, epoch_order
 from corarec.utils.io import read_json
+from tiny import assert_same_weights
 
 
 def padded_over_real(order: np.ndarray, lengths: np.ndarray, step_rows: int) -> float:
@@ -71,6 +72,33 @@ def test_training_reads_grouped_steps_when_asked(tiny_run, tmp_path, monkeypatch
     assert padding[True] < padding[False] - 0.02, padding
 
 
+def test_a_grouped_run_cut_off_in_its_second_epoch_resumes_exactly(tiny_run, tmp_path, monkeypatch):
+    # 110 training rows in steps of 32: 4 steps an epoch (the last of 14 rows); cut after the step-5 checkpoint
+    def run(out):
+        return training.train(method="cora", data=tiny_run.data, out=out, cf=tiny_run.cf, llm=str(tiny_run.llm),
+                              seed=0, device="cpu", bf16=False, rank=4, alpha=8.0, generator_queries=2,
+                              generator_depth=1, generator_heads=2, epochs=2, max_steps=7, eval_every=7, checkpoint_every=1,
+                              batch_size=32, eval_batch_size=16, warmup_steps=1, lr=1e-2, group_by_length=True)
+
+    run(tmp_path / "straight")
+    original, saved = training.save_checkpoint, []
+
+    def checkpoint_then_stop(path, run_, optimizer, state):
+        original(path, run_, optimizer, state)
+        saved.append(state.step)
+        if state.step == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", checkpoint_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed")
+    monkeypatch.setattr(training, "save_checkpoint", original)
+    assert saved == [1, 2, 3, 4, 5]
+    resumed = training.train(out=tmp_path / "resumed", resume=True)
+    assert resumed["finished"] and resumed["steps"] == 7
+    assert_same_weights(tmp_path / "resumed", tmp_path / "straight")
+
+
 @pytest.mark.parametrize("value", ["yes", 2])
 def test_the_setting_is_checked(value, tiny_run, tmp_path):
     from corarec.errors import CorarecError
@@ -79,3 +107,15 @@ def test_the_setting_is_checked(value, tiny_run, tmp_path):
         training.train(method="cora", data=tiny_run.data, out=tmp_path / "run", cf=tiny_run.cf,
                        llm=str(tiny_run.llm), device="cpu", group_by_length=value)
     assert not (tmp_path / "run").exists()
+
+
+def test_prompt_lengths_are_the_same_whatever_the_chunk(tiny_run, tokenizer):
+    from corarec.data.schema import read_dataset
+    from corarec.methods.batches import PromptBatcher
+
+    dataset = read_dataset(tiny_run.data)
+    batcher, rows = PromptBatcher(dataset, tokenizer), dataset.train
+    whole = np.array([len(ids) for ids in tokenizer(batcher.prompts(rows))["input_ids"]])
+    assert np.ptp(whole) > 0  # histories of 0-9 titles
+    for chunk in (1, 7, 4096):
+        assert np.array_equal(batcher.token_lengths(rows, chunk=chunk), whole)

@@ -80,9 +80,13 @@ class PromptBatcher:
         return [self.prompt(list(h), int(i), t if isinstance(t, str) else None)
                 for h, i, t in zip(rows["history"], rows["item_id"].to_numpy(), titles)]
 
-    def token_lengths(self, rows: pd.DataFrame) -> np.ndarray:
-        """``[N]`` prompt length in tokens of each row (scoring batches rows of similar length together)."""
-        return np.array([len(ids) for ids in self.tokenizer(self.prompts(rows))["input_ids"]], dtype=np.int64)
+    def token_lengths(self, rows: pd.DataFrame, chunk: int = 4096) -> np.ndarray:
+        """``[N]`` prompt length in tokens of each row (scoring, and training with ``group_by_length``, put rows
+        of similar length together); tokenised ``chunk`` rows at a time, so a large split never holds all its
+        token ids at once."""
+        lengths = [len(ids) for start in range(0, len(rows), chunk)
+                   for ids in self.tokenizer(self.prompts(rows.iloc[start:start + chunk]))["input_ids"]]
+        return np.array(lengths, dtype=np.int64)
 
     def __call__(self, rows: pd.DataFrame) -> Batch:
         histories = [list(h) for h in rows["history"]]
