@@ -52,8 +52,9 @@ class TrainConfig(Settings):
         Steps of rows of similar prompt length (beyond the paper; transformers' ``group_by_length``): each window
         of 50 steps of the epoch's random order is sorted by length and its steps shuffled, so a step pads its
         rows to nearly their own length (on MovieLens-100K random steps carry ~1.15× the real tokens, grouped
-        ~1.01×). Which rows share a step changes, and with it the optimisation: off by default, and in no preset
-        (its quality effect is not established: docs/speed-experiments.md).""")
+        ~1.01×; a warm CoRA step ~1.2× faster). Which rows share a step changes, and with it the optimisation: off
+        by default and in no preset until several seeds show its quality holds (one seed so far:
+        docs/speed-experiments.md).""")
     eval_batch_size: int = setting(16, at_least=1, doc="Rows per forward pass when scoring.")
     epochs: int = setting(1, at_least=1, doc="""
         Passes over the (sub-sampled) training rows (the paper's configs: up to 200, early stopping ends the run).""")
