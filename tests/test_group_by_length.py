@@ -77,8 +77,9 @@ def test_a_grouped_run_cut_off_in_its_second_epoch_resumes_exactly(tiny_run, tmp
     def run(out):
         return training.train(method="cora", data=tiny_run.data, out=out, cf=tiny_run.cf, llm=str(tiny_run.llm),
                               seed=0, device="cpu", bf16=False, rank=4, alpha=8.0, generator_queries=2,
-                              generator_depth=1, generator_heads=2, epochs=2, max_steps=7, eval_every=7, checkpoint_every=1,
-                              batch_size=32, eval_batch_size=16, warmup_steps=1, lr=1e-2, group_by_length=True)
+                              generator_depth=1, generator_heads=2, epochs=2, max_steps=7, eval_every=7,
+                              checkpoint_every=1, batch_size=32, eval_batch_size=16, warmup_steps=1, lr=1e-2,
+                              group_by_length=True)
 
     run(tmp_path / "straight")
     original, saved = training.save_checkpoint, []
