@@ -62,8 +62,8 @@ class ScoreJournal:
     def __init__(self, family: str | Path, run: "LoadedRun", rows: pd.DataFrame, batch_size: int):
         family = Path(family)
         self.key = pass_key(run, rows, batch_size)
-        self.stem = family.name.removesuffix(ENDING)
-        self.path = family.with_name(f"{self.stem}-{self.key[:16]}{ENDING}")
+        stem = family.name.removesuffix(ENDING)
+        self.path = family.with_name(f"{stem}-{self.key[:16]}{ENDING}")
         self.broken = False
         self.last_save = time.monotonic()
 
