@@ -18,6 +18,13 @@ def padded_over_real(order: np.ndarray, lengths: np.ndarray, step_rows: int) -> 
     return sum(len(s) * s.max() for s in steps) / lengths.sum()
 
 
+def train_tiny(tiny_run, out, **settings) -> dict:
+    """A tiny CoRA training (fp32, seed 0) into ``out`` with ``settings``."""
+    return training.train(method="cora", data=tiny_run.data, out=out, cf=tiny_run.cf, llm=str(tiny_run.llm), seed=0,
+                          device="cpu", bf16=False, rank=4, alpha=8.0, generator_queries=2, generator_depth=1,
+                          generator_heads=2, eval_batch_size=16, warmup_steps=1, **settings)
+
+
 def test_without_lengths_the_order_is_the_seeded_permutation_as_before():
     for epoch in (0, 3):
         assert np.array_equal(epoch_order(1003, 7, epoch, 8), np.random.default_rng(7 + epoch).permutation(1003))
@@ -58,10 +65,7 @@ def test_training_reads_grouped_steps_when_asked(tiny_run, tmp_path, monkeypatch
     monkeypatch.setattr(training, "backward", recording)
     for grouped in (False, True):
         out = tmp_path / f"grouped-{grouped}"
-        training.train(method="cora", data=tiny_run.data, out=out, cf=tiny_run.cf, llm=str(tiny_run.llm), seed=0,
-                       device="cpu", bf16=False, rank=4, alpha=8.0, generator_queries=2, generator_depth=1,
-                       generator_heads=2, epochs=1, eval_every=100, batch_size=8, eval_batch_size=16,
-                       warmup_steps=1, group_by_length=grouped)
+        train_tiny(tiny_run, out, epochs=1, eval_every=100, batch_size=8, group_by_length=grouped)
         assert read_json(out / "config.json")["train"]["group_by_length"] is grouped
     padding = {}
     for grouped, steps in read.items():
@@ -75,11 +79,8 @@ def test_training_reads_grouped_steps_when_asked(tiny_run, tmp_path, monkeypatch
 def test_a_grouped_run_cut_off_in_its_second_epoch_resumes_exactly(tiny_run, tmp_path, monkeypatch):
     # 110 training rows in steps of 32: 4 steps an epoch (the last of 14 rows); cut after the step-5 checkpoint
     def run(out):
-        return training.train(method="cora", data=tiny_run.data, out=out, cf=tiny_run.cf, llm=str(tiny_run.llm),
-                              seed=0, device="cpu", bf16=False, rank=4, alpha=8.0, generator_queries=2,
-                              generator_depth=1, generator_heads=2, epochs=2, max_steps=7, eval_every=7,
-                              checkpoint_every=1, batch_size=32, eval_batch_size=16, warmup_steps=1, lr=1e-2,
-                              group_by_length=True)
+        return train_tiny(tiny_run, out, epochs=2, max_steps=7, eval_every=7, checkpoint_every=1, batch_size=32,
+                          lr=1e-2, group_by_length=True)
 
     run(tmp_path / "straight")
     original, saved = training.save_checkpoint, []
